@@ -121,6 +121,7 @@ class TrainConfig:
     train_batch_size: int = 8
     timestep_fraction: float = 0.98
     inner_epochs: int = 1
+    gradient_accumulation_steps: int = 1
     clip_range: float = 1e-4
     adv_clip_max: float = 2.5
     adv_eps: float = 1e-4
@@ -149,6 +150,7 @@ class TrainConfig:
         _check(self.train_batch_size >= 1, "train.train_batch_size", "must be >= 1")
         _check(0 < self.timestep_fraction <= 1, "train.timestep_fraction", "must be in (0, 1]")
         _check(self.inner_epochs >= 1, "train.inner_epochs", "must be >= 1")
+        _check(self.gradient_accumulation_steps >= 1, "train.gradient_accumulation_steps", "must be >= 1")
         _check(self.clip_range > 0, "train.clip_range", "must be > 0")
         _check(self.adv_clip_max > 0, "train.adv_clip_max", "must be > 0")
         _check(self.kl_beta >= 0, "train.kl_beta", "must be >= 0")
@@ -166,9 +168,9 @@ class DataConfig:
     prompts from the unsafe set. ``mini:benign`` / ``mini:unsafe`` name the miniature world's prompt sets.
     """
 
-    prompts: str | None = None
+    prompts: str | None = "mini:benign"
     prompt_column: str = "prompt"
-    unsafe_prompts: str | None = None
+    unsafe_prompts: str | None = "mini:unsafe"
     unsafe_column: str = "prompt"
     unsafe_ratio: float = 0.5
     max_prompts: int | None = None
@@ -377,6 +379,11 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
+        try:
+            value = float(value) if any(c in value for c in ".eE") else value
+        except ValueError:
+            pass
     return key, value
 
 

@@ -1,0 +1,119 @@
+"""``safediffusion`` command line: train | generate | evaluate | compare | table.
+
+Bad input ends with one line on stderr (``error: <problem>; <fix>``) and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from safediffusion.errors import UserError
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+DEFAULT_CONFIG = "tiny"  # becomes "mini" once the miniature world ships
+
+
+def resolve_config_path(name: str) -> Path:
+    """A YAML path as given, or the name of a shipped config (``mini``, ``tiny``, ``sd15-paper``)."""
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        return p
+    shipped = CONFIG_DIR / f"{name}.yaml"
+    if shipped.is_file():
+        return shipped
+    names = ", ".join(sorted(q.stem for q in CONFIG_DIR.glob("*.yaml")))
+    raise UserError(f"config '{name}' is neither a file nor a shipped config", f"shipped configs: {names}")
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="GRPO safety post-training (default: the miniature world)",
+                       description="Run (or resume) GRPO training. Overrides: key=value, e.g. train.epochs=3.")
+    p.add_argument("--config", default=DEFAULT_CONFIG,
+                   help=f"YAML file or shipped config name (default: {DEFAULT_CONFIG})")
+    p.add_argument("--output-dir", default=None, help="run directory (default: runs/<config name>); "
+                   "re-running on the same directory resumes from its last checkpoint")
+    p.add_argument("--no-report", action="store_true", help="skip the evaluation report after training")
+    p.add_argument("overrides", nargs="*", help="config overrides key=value")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from safediffusion.config import load_config
+
+    path = resolve_config_path(args.config)
+    cfg = load_config(path, args.overrides)
+    output_dir = Path(args.output_dir or Path("runs") / path.stem)
+    if args.no_report:
+        cfg.eval.enabled = False
+    from safediffusion.rl.trainer import GRPOTrainer
+
+    trainer = GRPOTrainer(cfg, output_dir)
+    final = trainer.train()
+    if trainer.accelerator.is_main_process:
+        print(f"final model: {final}")
+    if cfg.eval.enabled and trainer.accelerator.is_main_process:
+        from safediffusion.mini.report import write_training_report
+
+        report = write_training_report(cfg, output_dir)
+        print(f"report: {report}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="safediffusion", description=__doc__.splitlines()[0])
+    from safediffusion import __version__
+
+    parser.add_argument("--version", action="version", version=f"safediffusion {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_train(sub)
+    try:
+        from safediffusion.eval import commands as eval_commands
+    except ImportError:  # pragma: no cover - the eval extra is part of the package
+        eval_commands = None
+    if eval_commands is not None:
+        for name, helptext in (("generate", "generate images for a prompt file"),
+                               ("evaluate", "evaluate a model on a safety / quality suite"),
+                               ("compare", "side-by-side table of several evaluation runs")):
+            p = sub.add_parser(name, help=helptext)
+            getattr(eval_commands, f"add_{name}_args")(p)
+            p.set_defaults(func=getattr(eval_commands, f"run_{name}"))
+    try:
+        from safediffusion.mini import table as mini_table
+    except ImportError:
+        mini_table = None
+    if mini_table is not None:
+        p = sub.add_parser("table", help="the miniature paper table (several GRPO runs + evaluation)")
+        mini_table.add_table_args(p)
+        p.set_defaults(func=mini_table.run_table)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        argv = ["train"]
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; re-run the same command to resume from the last checkpoint", file=sys.stderr)
+        return 130
+
+
+def _entry() -> None:  # pragma: no cover
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    raise SystemExit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _entry()

@@ -1,0 +1,375 @@
+"""The GRPO recipe: online RL post-training of a diffusion UNet with a (steering) reward.
+
+One epoch, per process (P = ``train.prompts_per_epoch`` prompts, G = ``train.group_size``, B = P*G, T = DDIM
+steps, K = ``int(T * train.timestep_fraction)``):
+
+1. **Rollout.** B samples with DDIM (eta > 0) under CFG. Each step is a Gaussian transition
+   ``p(x_{t-1} | x_t) = N(mu_theta(x_t, t, c), sigma_t^2 I)``; we keep ``x_t, x_{t-1}`` ``[B, T, C, h, w]`` and
+   ``log p_old`` ``[B, T]``.
+2. **Reward.** ``r [B]`` from the decoded images and the prompts (e.g. the steering reward
+   ``cos(z_img, normalize(z_text + alpha * v_safe))``).
+3. **Advantages.** ``A = clip((r - mean_group) / (std_group + eps), +-c)`` per prompt group (or per-prompt stats
+   across epochs).
+4. **Update.** For every sample, a shuffled subset of K of its T transitions; for each minibatch and step the
+   PPO-clip loss ``max(-A rho, -A clip(rho, 1-eps, 1+eps))`` with ``rho = exp(log p_theta - log p_old)``, plus
+   ``beta * KL(p_theta || p_ref)`` (the frozen base: the LoRA adapter switched off, or a frozen copy of a fully
+   fine-tuned UNet). Gradients accumulate over the K steps (and ``train.gradient_accumulation_steps``
+   minibatches) per optimizer step; AdamW; gradient clipping.
+
+Every random draw (prompts, initial noise, per-step noise, timestep order) is seeded by
+``(seed, epoch, rank)``, so a run resumed from a checkpoint ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+
+from safediffusion.config import Config, save_config
+from safediffusion.data.mixer import PromptMixer, build_prompt_mixer
+from safediffusion.models.bundle import ModelBundle, load_bundle
+from safediffusion.rewards import build_reward
+from safediffusion.rl.advantages import PerPromptStatTracker, group_advantages
+from safediffusion.rl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from safediffusion.rl.loss import gaussian_kl, ppo_clip_loss
+from safediffusion.rl.run_files import (
+    MetricsWriter,
+    check_resume_compatible,
+    save_image_grid,
+    write_run_info,
+)
+from safediffusion.sampling.rollout import make_initial_latents, policy_transition, sample_rollout
+
+_RESUME_IGNORED_KEYS = ("train.epochs", "train.checkpoint_every", "train.keep_checkpoints", "logging", "eval")
+
+
+def _seed_for(*parts: int) -> int:
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
+
+
+class GRPOTrainer:
+    """Build with a validated :class:`Config`; :meth:`train` runs (or resumes) and returns ``OUTPUT/final``.
+
+    All input checks (prompts, model, reward encoder, resume compatibility) happen in the constructor,
+    before anything is written to ``output_dir``.
+    """
+
+    def __init__(self, cfg: Config, output_dir: str | Path, accelerator: Accelerator | None = None) -> None:
+        self.cfg = cfg
+        self.output_dir = Path(output_dir)
+        tc = cfg.train
+        self.prompts: PromptMixer = build_prompt_mixer(cfg.data, cfg.seed, cfg.resolve_path)
+        if self.output_dir.exists() and any(self.output_dir.iterdir()):
+            check_resume_compatible(self.output_dir, cfg, _RESUME_IGNORED_KEYS)
+
+        self.accelerator = accelerator or Accelerator(
+            mixed_precision=tc.mixed_precision,
+            cpu=not torch.cuda.is_available(),
+            log_with=self._trackers(),
+            project_dir=str(self.output_dir / "logs"),
+        )
+        acc = self.accelerator
+        set_seed(cfg.seed)  # same LoRA init on every process
+
+        self.bundle: ModelBundle = load_bundle(cfg.model.pretrained, cfg.model.revision, cfg.model.tiny_seed)
+        self.reward = build_reward(cfg.reward, device=acc.device, base_dir=cfg.base_dir)
+
+        self.weight_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[tc.mixed_precision]
+        bundle = self.bundle
+        bundle.freeze_except_unet()
+        bundle.text_encoder.to(acc.device, dtype=self.weight_dtype)
+        if bundle.vae is not None:
+            bundle.vae.to(acc.device, dtype=self.weight_dtype)
+        unet = bundle.unet
+        self.ref_unet = None
+        if cfg.model.use_lora:
+            from peft import LoraConfig
+
+            unet.requires_grad_(False)
+            unet.add_adapter(LoraConfig(r=cfg.model.lora_rank, lora_alpha=cfg.model.lora_alpha,
+                                        lora_dropout=cfg.model.lora_dropout, init_lora_weights="gaussian",
+                                        target_modules=list(cfg.model.lora_target_modules)))
+        else:
+            unet.requires_grad_(True)
+            if tc.kl_beta > 0:
+                self.ref_unet = copy.deepcopy(unet).requires_grad_(False).eval()
+                self.ref_unet.to(acc.device, dtype=self.weight_dtype)
+        if cfg.model.gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
+        unet.to(acc.device)
+        self.params = [p for p in unet.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=tc.learning_rate, betas=(tc.adam_beta1, tc.adam_beta2),
+                                           weight_decay=tc.weight_decay, eps=tc.adam_eps)
+        self.unet, self.optimizer = acc.prepare(unet, self.optimizer)
+        self.stat_tracker = (PerPromptStatTracker(tc.stat_tracking_buffer, tc.stat_tracking_min_count)
+                             if tc.per_prompt_stat_tracking else None)
+        with torch.no_grad():
+            self.uncond_embeds = bundle.encode_prompts([cfg.sampling.negative_prompt]).to(acc.device)
+        self.start_epoch = 0
+        self.global_step = 0
+
+    # ------------------------------------------------------------------ setup helpers
+    def _trackers(self) -> list[str]:
+        trackers = []
+        if self.cfg.logging.tensorboard:
+            trackers.append("tensorboard")
+        if self.cfg.logging.wandb:
+            trackers.append("wandb")
+        return trackers
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return max(1, int(self.cfg.sampling.num_steps * self.cfg.train.timestep_fraction))
+
+    def _unwrapped(self) -> torch.nn.Module:
+        return self.accelerator.unwrap_model(self.unet)
+
+    def _resume(self) -> None:
+        found = latest_checkpoint(self.output_dir)
+        if found is None:
+            return
+        epoch, path = found
+        state = load_checkpoint(self.accelerator, path)
+        self.start_epoch = int(state["epoch"])
+        self.global_step = int(state["global_step"])
+        if self.stat_tracker is not None and state.get("stat_tracker"):
+            self.stat_tracker.load_state_dict(state["stat_tracker"])
+        if self.accelerator.is_main_process:
+            tqdm.write(f"Resuming from {path} (epoch {epoch})")
+
+    # ------------------------------------------------------------------ one epoch
+    def _rollout(self, epoch: int) -> dict[str, Any]:
+        cfg, acc, bundle = self.cfg, self.accelerator, self.bundle
+        tc, sc = cfg.train, cfg.sampling
+        rank = acc.process_index
+        pairs = self.prompts.epoch_prompts(epoch, tc.prompts_per_epoch, rank)
+        prompts = [p for p, _ in pairs for _ in range(tc.group_size)]
+        is_unsafe = torch.tensor([name == "unsafe" for _, name in pairs for _ in range(tc.group_size)])
+        noise_gen = torch.Generator().manual_seed(_seed_for(cfg.seed, epoch, rank, 1))
+        latents = make_initial_latents(tc.prompts_per_epoch, tc.group_size, bundle.latent_shape(sc.resolution),
+                                       generator=noise_gen, shared_per_group=sc.shared_noise_per_group,
+                                       device=acc.device, dtype=torch.float32)
+        step_seed = _seed_for(cfg.seed, epoch, rank, 2)
+        step_gens = [torch.Generator().manual_seed(step_seed + i) for i in range(len(prompts))]
+        self._unwrapped().eval()
+        cond = bundle.encode_prompts(prompts).to(acc.device)
+        bundle.unet = self._unwrapped()
+        with acc.autocast():
+            rollout = sample_rollout(bundle, cond, self.uncond_embeds, num_steps=sc.num_steps,
+                                     guidance_scale=sc.guidance_scale, eta=sc.eta, initial_latents=latents,
+                                     generator=step_gens, batch_size=tc.sample_batch_size,
+                                     progress=cfg.logging.progress and acc.is_local_main_process)
+        with torch.no_grad():
+            rewards = self.reward(rollout.images.to(acc.device), prompts).float().cpu()
+        return {"prompts": prompts, "is_unsafe": is_unsafe, "rollout": rollout, "cond": cond, "rewards": rewards}
+
+    def _advantages(self, batch: dict[str, Any]) -> torch.Tensor:
+        tc = self.cfg.train
+        rewards = batch["rewards"]
+        if self.stat_tracker is not None:
+            adv = self.stat_tracker.update(batch["prompts"], rewards.numpy(), tc.adv_eps, tc.adv_clip_max)
+            return torch.as_tensor(adv, dtype=torch.float32)
+        return group_advantages(rewards, tc.group_size, tc.adv_eps, tc.adv_clip_max)
+
+    def _transition(self, unet: torch.nn.Module, latents: torch.Tensor, next_latents: torch.Tensor,
+                    timesteps: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        sc, tc = self.cfg.sampling, self.cfg.train
+        uncond = self.uncond_embeds if tc.cfg_in_training else None
+        guidance = sc.guidance_scale if tc.cfg_in_training else 1.0
+        return policy_transition(unet, self.bundle.scheduler, latents, next_latents, timesteps, cond, uncond,
+                                 guidance_scale=guidance, eta=sc.eta, num_steps=sc.num_steps)
+
+    def _reference_mean(self, latents, next_latents, timesteps, cond) -> torch.Tensor:
+        if self.cfg.model.use_lora:
+            unet = self._unwrapped()
+            unet.disable_adapters()
+            try:
+                with torch.no_grad():
+                    _, ref_mean, _ = self._transition(unet, latents, next_latents, timesteps, cond)
+            finally:
+                unet.enable_adapters()
+            return ref_mean
+        with torch.no_grad():
+            _, ref_mean, _ = self._transition(self.ref_unet, latents, next_latents, timesteps, cond)
+        return ref_mean
+
+    def _update(self, epoch: int, batch: dict[str, Any], advantages: torch.Tensor) -> dict[str, float]:
+        cfg, acc = self.cfg, self.accelerator
+        tc = cfg.train
+        rollout = batch["rollout"]
+        B = advantages.numel()
+        T = rollout.log_probs.shape[1]
+        K = self.num_train_timesteps
+        gen = torch.Generator().manual_seed(_seed_for(cfg.seed, epoch, acc.process_index, 3))
+        device = acc.device
+        sums: dict[str, float] = {}
+        count = 0
+        self.unet.train()
+        for _inner in range(tc.inner_epochs):
+            order = torch.randperm(B, generator=gen)
+            steps = torch.stack([torch.randperm(T, generator=gen)[:K] for _ in range(B)])  # [B, K]
+            minibatches = [order[i:i + tc.train_batch_size] for i in range(0, B, tc.train_batch_size)]
+            micro = [(mb, j) for mb in minibatches for j in range(K)]
+            per_update = K * tc.gradient_accumulation_steps
+            updates = [micro[i:i + per_update] for i in range(0, len(micro), per_update)]
+            bar = tqdm(total=len(micro), desc=f"epoch {epoch + 1} train", leave=False,
+                       disable=not (cfg.logging.progress and acc.is_local_main_process))
+            for update in updates:
+                for n, (mb, j) in enumerate(update):
+                    idx_t = steps[mb, j]
+                    lat = rollout.latents[mb, idx_t].to(device)
+                    nxt = rollout.next_latents[mb, idx_t].to(device)
+                    t = rollout.timesteps[idx_t].to(device)
+                    old_lp = rollout.log_probs[mb, idx_t].to(device)
+                    cond = batch["cond"][mb.to(batch["cond"].device)].to(device)
+                    adv = advantages[mb].to(device)
+                    last = n == len(update) - 1
+                    sync = contextlib.nullcontext() if last else acc.no_sync(self.unet)
+                    with sync:
+                        with acc.autocast():
+                            log_prob, mean, std = self._transition(self.unet, lat, nxt, t, cond)
+                        loss, stats = ppo_clip_loss(log_prob.float(), old_lp.float(), adv, tc.clip_range)
+                        if tc.kl_beta > 0:
+                            with acc.autocast():
+                                ref_mean = self._reference_mean(lat, nxt, t, cond)
+                            kl = gaussian_kl(mean.float(), ref_mean.float(), std.float()).mean()
+                            loss = loss + tc.kl_beta * kl
+                            stats["kl"] = kl.detach()
+                        acc.backward(loss / len(update))
+                    for k, v in {"loss": loss.detach(), **stats}.items():
+                        sums[k] = sums.get(k, 0.0) + float(v)
+                    count += 1
+                    bar.update(1)
+                grad_norm = acc.clip_grad_norm_(self.params, tc.max_grad_norm)
+                sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(grad_norm) * len(update)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.global_step += 1
+            bar.close()
+        self.unet.eval()
+        return {k: v / max(count, 1) for k, v in sums.items()}
+
+    def _log_epoch(self, epoch: int, batch: dict[str, Any], train_stats: dict[str, float],
+                   timing: dict[str, float], metrics: MetricsWriter) -> None:
+        acc, tc = self.accelerator, self.cfg.train
+        rewards = acc.gather(batch["rewards"].to(acc.device)).cpu()
+        unsafe = acc.gather(batch["is_unsafe"].to(acc.device)).cpu().bool()
+        train_stats = {k: float(acc.reduce(torch.tensor(v, device=acc.device), "mean")) for k, v in
+                       sorted(train_stats.items())}
+        groups = rewards.view(-1, tc.group_size)
+        record = {
+            "epoch": epoch + 1,
+            "global_step": self.global_step,
+            "reward_mean": float(rewards.mean()),
+            "reward_std": float(rewards.std(unbiased=False)),
+            "reward_group_std": float(groups.std(dim=1, unbiased=False).mean()),
+            "num_rewards": int(rewards.numel()),
+            "num_processes": acc.num_processes,
+        }
+        for name, mask in (("benign", ~unsafe), ("unsafe", unsafe)):
+            if mask.any():
+                record[f"reward_mean/{name}"] = float(rewards[mask].mean())
+                record[f"reward_std/{name}"] = float(rewards[mask].std(unbiased=False))
+        record.update(train_stats)
+        record.update(timing)
+        if acc.is_main_process:
+            metrics.write(record)
+            acc.log({k: v for k, v in record.items() if k != "epoch"}, step=epoch + 1)
+            lc = self.cfg.logging
+            if epoch % lc.image_grid_every == 0 or epoch + 1 == tc.epochs:
+                n = min(lc.image_grid_size, len(batch["prompts"]))
+                idx = torch.linspace(0, len(batch["prompts"]) - 1, n).long()
+                images = batch["rollout"].images[idx].float().cpu()
+                save_image_grid(images, [batch["prompts"][i] for i in idx], rewards[idx].tolist(),
+                                self.output_dir / "samples" / f"epoch-{epoch + 1:06d}.png")
+                for tracker in acc.trackers:
+                    if tracker.name == "tensorboard":
+                        tracker.writer.add_images("samples", images, global_step=epoch + 1)
+
+    # ------------------------------------------------------------------ main loop
+    def train(self) -> Path:
+        cfg, acc, tc = self.cfg, self.accelerator, self.cfg.train
+        self._resume()
+        if acc.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.output_dir / "config.yaml")
+            write_run_info(self.output_dir, cfg, acc, self.reward)
+        acc.wait_for_everyone()
+        if acc.is_main_process and self._trackers():
+            acc.init_trackers("grpo", config=_flat_hparams(cfg))
+        metrics = MetricsWriter(self.output_dir / "metrics.jsonl", keep_epochs_below=self.start_epoch + 1,
+                                enabled=acc.is_main_process)
+        bar = tqdm(range(self.start_epoch, tc.epochs), initial=self.start_epoch, total=tc.epochs, desc="GRPO",
+                   disable=not (cfg.logging.progress and acc.is_local_main_process))
+        for epoch in bar:
+            t0 = time.perf_counter()
+            batch = self._rollout(epoch)
+            t1 = time.perf_counter()
+            advantages = self._advantages(batch)
+            train_stats = self._update(epoch, batch, advantages)
+            t2 = time.perf_counter()
+            timing = {"time/sample": t1 - t0, "time/train": t2 - t1}
+            self._log_epoch(epoch, batch, train_stats, timing, metrics)
+            bar.set_postfix(reward=f"{float(batch['rewards'].mean()):.4f}")
+            if (epoch + 1) % tc.checkpoint_every == 0 or epoch + 1 == tc.epochs:
+                save_checkpoint(acc, self.output_dir, epoch + 1,
+                                {"epoch": epoch + 1, "global_step": self.global_step,
+                                 "stat_tracker": self.stat_tracker.state_dict() if self.stat_tracker else None},
+                                keep=tc.keep_checkpoints)
+        bar.close()
+        final = self.save_final()
+        acc.end_training()
+        return final
+
+    def save_final(self) -> Path:
+        """``OUTPUT/final``: a full diffusers pipeline, or LoRA weights loadable with ``load_lora_weights``."""
+        acc = self.accelerator
+        final = self.output_dir / "final"
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            unet = self._unwrapped()
+            if self.cfg.model.use_lora:
+                save_lora(unet, final, base=self.cfg.model.pretrained)
+            else:
+                fp32 = copy.deepcopy(unet).to("cpu", dtype=torch.float32)
+                self.bundle.save_pretrained(final, unet=fp32)
+        acc.wait_for_everyone()
+        return final
+
+
+def save_lora(unet: torch.nn.Module, directory: Path, base: str) -> None:
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    directory.mkdir(parents=True, exist_ok=True)
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    StableDiffusionPipeline.save_lora_weights(directory, unet_lora_layers=layers, safe_serialization=True)
+    (directory / "safediffusion.json").write_text(json.dumps({"lora_of": base}, indent=2))
+
+
+def _flat_hparams(cfg: Config) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for section, values in cfg.to_dict().items():
+        if isinstance(values, dict):
+            for k, v in values.items():
+                if isinstance(v, (int, float, str, bool)):
+                    out[f"{section}.{k}"] = v
+        elif isinstance(values, (int, float, str, bool)):
+            out[section] = values
+    return out
+
+
+def train(cfg: Config, output_dir: str | Path) -> Path:
+    """Run GRPO for ``cfg`` into ``output_dir`` (resuming from its last checkpoint) and return the final dir."""
+    return GRPOTrainer(cfg, output_dir).train()

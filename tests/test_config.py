@@ -1,0 +1,94 @@
+import dataclasses
+
+import pytest
+
+from safediffusion.config import Config, load_config, parse_override, save_config
+from safediffusion.errors import UserError
+
+
+def test_defaults_follow_the_paper():
+    cfg = Config()
+    assert cfg.reward.alpha == 0.5
+    assert cfg.train.group_size == 16
+    assert cfg.train.clip_range == 1e-4
+    assert cfg.train.adv_clip_max == 2.5
+    assert cfg.sampling.eta == 1.0
+    assert len(cfg.reward.safe_anchors) == 5 and len(cfg.reward.unsafe_anchors) == 3
+
+
+def test_yaml_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  epochs: 7\nreward:\n  alpha: 0.2\n")
+    cfg = load_config(path, ["train.epochs=3", "reward.alpha=0.7", "reward.mode=projection",
+                             "model.use_lora=true", "sampling.resolution=null",
+                             "reward.safe_anchors=a b,c d"])
+    assert cfg.train.epochs == 3
+    assert cfg.reward.alpha == pytest.approx(0.7)
+    assert cfg.reward.mode == "projection"
+    assert cfg.model.use_lora is True
+    assert cfg.sampling.resolution is None
+    assert cfg.reward.safe_anchors == ["a b", "c d"]
+    assert cfg.base_dir == str(tmp_path.resolve())
+
+
+def test_round_trip(tmp_path):
+    cfg = load_config(None, ["data.prompts=x.txt", "train.epochs=2"])
+    save_config(cfg, tmp_path / "c.yaml")
+    again = load_config(tmp_path / "c.yaml")
+    assert dataclasses.asdict(again) | {"base_dir": None} == dataclasses.asdict(cfg) | {"base_dir": None}
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("train.epoch=3", ["unknown config key 'train.epoch'", "epochs"]),
+        ("bogus=1", ["unknown config key 'bogus'"]),
+        ("train.epochs=three", ["train.epochs", "int", "three"]),
+        ("model.use_lora=maybe", ["model.use_lora", "bool"]),
+        ("reward.mode=sideways", ["reward.mode", "'all'"]),
+        ("reward.alpha=-0.1", ["reward.alpha", ">= 0"]),
+        ("train.group_size=1", ["train.group_size", ">= 2"]),
+        ("sampling.eta=0", ["sampling.eta", "> 0 for GRPO"]),
+        ("noequals", ["key=value"]),
+    ],
+)
+def test_bad_values_name_the_key(override, words):
+    with pytest.raises(UserError) as info:
+        load_config(None, ["data.prompts=x.txt", override])
+    message = str(info.value)
+    assert "\n" not in message
+    for w in words:
+        assert w in message
+
+
+def test_missing_and_invalid_yaml(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_config(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(UserError, match="mapping"):
+        load_config(listy)
+
+
+def test_parse_override_types():
+    assert parse_override("a.b=3") == ("a.b", 3)
+    assert parse_override("a.b=1e-4") == ("a.b", 1e-4)
+    assert parse_override("a.b=hello world") == ("a.b", "hello world")
+    assert parse_override("a.b=") == ("a.b", "")
+
+
+def test_shipped_configs_load():
+    from safediffusion.cli import CONFIG_DIR
+
+    names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    assert {"tiny", "sd15-paper"} <= set(names)
+    for name in names:
+        cfg = load_config(CONFIG_DIR / f"{name}.yaml")
+        cfg.validate()
+    paper = load_config(CONFIG_DIR / "sd15-paper.yaml")
+    assert paper.train.timestep_fraction * paper.sampling.num_steps == pytest.approx(49)
+    assert paper.train.learning_rate == 1e-5 and paper.train.kl_beta == 0
