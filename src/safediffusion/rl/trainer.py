@@ -48,7 +48,8 @@ from safediffusion.rl.run_files import (
     save_image_grid,
     write_run_info,
 )
-from safediffusion.sampling.rollout import make_initial_latents, policy_transition, sample_rollout
+from safediffusion.rl.transition import policy_transition
+from safediffusion.sampling.rollout import make_initial_latents, sample_rollout
 
 _RESUME_IGNORED_KEYS = ("train.epochs", "train.checkpoint_every", "train.keep_checkpoints", "logging", "eval")
 

@@ -1,0 +1,150 @@
+"""End-to-end GRPO on tiny random models: outputs, loading with plain diffusers, exact resume, LoRA, KL."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from safediffusion.cli import main
+from safediffusion.config import load_config
+from safediffusion.rl.trainer import GRPOTrainer
+
+TINY = ["train.epochs=3"]
+
+
+def _unet_weights(final: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(final / "unet" / "diffusion_pytorch_model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    assert main(["train", "--config", "tiny", "--output-dir", str(out), *TINY]) == 0
+    return out
+
+
+def test_outputs(tiny_run):
+    metrics = [json.loads(x) for x in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1, 2, 3]
+    for m in metrics:
+        for key in ("reward_mean", "reward_std", "reward_group_std", "approx_kl", "clipfrac", "loss", "grad_norm"):
+            assert key in m
+        assert m["num_rewards"] == 2 * 4
+    info = json.loads((tiny_run / "run_info.json").read_text())
+    assert info["reward"]["alpha"] == 0.5
+    assert len(info["reward_artifacts"]["v_safe"]) == 32
+    v = load_file(str(tiny_run / "reward" / "reward_artifacts.safetensors"))["v_safe"]
+    assert torch.allclose(v.norm(), torch.tensor(1.0), atol=1e-5)
+    assert (tiny_run / "config.yaml").is_file()
+    assert sorted(p.name for p in (tiny_run / "samples").glob("*.png"))
+    assert list((tiny_run / "logs").rglob("events.out.tfevents*"))
+    assert (tiny_run / "checkpoints").is_dir()
+
+
+def test_final_loads_with_plain_diffusers(tiny_run):
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_run / "final")
+    out = pipe("a red apple", num_inference_steps=2, height=16, width=16, output_type="pt")
+    assert out.images.shape == (1, 3, 16, 16)
+
+
+def test_weights_changed(tiny_run):
+    from safediffusion.models.tiny import build_tiny_bundle
+
+    base = build_tiny_bundle(seed=0).unet.state_dict()
+    trained = _unet_weights(tiny_run / "final")
+    diffs = [float((trained[k] - base[k]).abs().max()) for k in trained]
+    assert max(diffs) > 0
+
+
+def test_first_ratio_is_one(tmp_path):
+    cfg = load_config("configs/tiny.yaml", ["train.epochs=1", "logging.tensorboard=false"])
+    trainer = GRPOTrainer(cfg, tmp_path / "r")
+    batch = trainer._rollout(0)
+    rollout = batch["rollout"]
+    t = rollout.timesteps
+    with torch.no_grad():
+        lp, _, _ = trainer._transition(trainer.unet, rollout.latents[:, 0], rollout.next_latents[:, 0],
+                                       t[:1].expand(rollout.batch_size), batch["cond"])
+    assert torch.allclose(lp, rollout.log_probs[:, 0], atol=1e-5)
+
+
+def test_resume_continues_to_identical_weights(tmp_path, tiny_run):
+    """A run stopped after epoch 2 and re-run to epoch 3 equals the uninterrupted 3-epoch run."""
+    out = tmp_path / "r"
+    assert main(["train", "--config", "tiny", "--output-dir", str(out), "train.epochs=2"]) == 0
+    assert main(["train", "--config", "tiny", "--output-dir", str(out), "train.epochs=3"]) == 0
+    a, b = _unet_weights(tiny_run / "final"), _unet_weights(out / "final")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    epochs = [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3]
+
+
+def test_killed_run_resumes_to_identical_weights(tmp_path, tiny_run):
+    """SIGKILL mid-run, re-run the same command: the result equals an uninterrupted run."""
+    overrides = ["train.epochs=6", "train.checkpoint_every=2", "logging.progress=false"]
+    ref = tmp_path / "ref"
+    assert main(["train", "--config", "tiny", "--output-dir", str(ref), *overrides]) == 0
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "safediffusion.cli", "train", "--config", "tiny", "--output-dir", str(out),
+           *overrides]
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = out / "checkpoints" / "checkpoint-000002" / "trainer_state.json"
+    deadline = time.time() + 300
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert marker.exists()
+    assert not (out / "final").exists(), "the run finished before it could be killed"
+    assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
+    a, b = _unet_weights(ref / "final"), _unet_weights(out / "final")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_a_different_config(tmp_path, capsys, tiny_run):
+    code = main(["train", "--config", "tiny", "--output-dir", str(tiny_run), "reward.alpha=0.9"])
+    assert code == 2
+    assert "different config" in capsys.readouterr().err
+
+
+def test_lora_with_kl(tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    out = tmp_path / "lora"
+    args = ["train.epochs=2", "model.use_lora=true", "model.lora_rank=4", "train.kl_beta=0.1",
+            "train.learning_rate=1e-3", "logging.tensorboard=false"]
+    assert main(["train", "--config", "tiny", "--output-dir", str(out), *args]) == 0
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["kl"] > 0  # the adapter moved the policy away from the base
+    assert metrics[0]["kl"] < metrics[-1]["kl"] or metrics[0]["kl"] == pytest.approx(0, abs=1e-12)
+    assert (out / "final" / "pytorch_lora_weights.safetensors").is_file()
+    from safediffusion.models.tiny import save_tiny_pipeline
+
+    base = save_tiny_pipeline(tmp_path / "base")
+    pipe = StableDiffusionPipeline.from_pretrained(base)
+    pipe.load_lora_weights(out / "final")
+    img = pipe("a cat", num_inference_steps=2, height=16, width=16, output_type="pt").images
+    assert img.shape == (1, 3, 16, 16)
+
+
+def test_full_finetune_kl_uses_frozen_copy(tmp_path):
+    cfg = load_config("configs/tiny.yaml", ["train.epochs=1", "train.kl_beta=0.5", "logging.tensorboard=false"])
+    trainer = GRPOTrainer(cfg, tmp_path / "r")
+    assert trainer.ref_unet is not None
+    assert not any(p.requires_grad for p in trainer.ref_unet.parameters())
+    before = {k: v.clone() for k, v in trainer.ref_unet.state_dict().items()}
+    trainer.train()
+    after = trainer.ref_unet.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    metrics = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert "kl" in metrics[0]
