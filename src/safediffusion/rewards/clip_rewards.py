@@ -46,11 +46,13 @@ class PromptTargetReward(Reward):
 
     @torch.no_grad()
     def prompt_targets(self, prompts: Sequence[str]) -> torch.Tensor:
-        """``[N, D]`` targets for ``prompts``; each prompt missing from the cache is encoded once."""
-        missing = [p for p in dict.fromkeys(prompts) if p not in self._cache]
-        if missing:
-            for prompt, target in zip(missing, self.targets(self.encoder.encode_text(missing))):
-                self._cache[prompt] = target
+        """``[N, D]`` targets for ``prompts``; each prompt missing from the cache is encoded once, alone."""
+        # Each prompt is encoded on its own: batched with others it would be padded differently, and its
+        # target would then depend (in the last float bits) on which prompts happened to be new together,
+        # i.e. on the run's history, which breaks bit-exact resumption.
+        for prompt in dict.fromkeys(prompts):
+            if prompt not in self._cache:
+                self._cache[prompt] = self.targets(self.encoder.encode_text([prompt]))[0]
         out = torch.stack([self._cache[p] for p in prompts])
         for prompt in dict.fromkeys(prompts):  # least recently used first out
             self._cache.move_to_end(prompt)

@@ -18,11 +18,11 @@ from safediffusion.sampling.ddim import ddim_coefficients, ddim_step_with_logpro
 from safediffusion.sampling.guidance import guided_noise_pred
 from safediffusion.sampling.rollout import make_sampling_scheduler
 
-_SCHEDULERS: dict[tuple[int, int], DDIMScheduler] = {}
+_SCHEDULERS: dict[tuple[str, int], DDIMScheduler] = {}
 
 
 def _sampling_scheduler(scheduler: DDIMScheduler, num_steps: int) -> DDIMScheduler:
-    key = (id(scheduler), num_steps)
+    key = (repr(sorted(scheduler.config.items())), num_steps)
     if key not in _SCHEDULERS:
         _SCHEDULERS[key] = make_sampling_scheduler(scheduler, num_steps)
     return _SCHEDULERS[key]
