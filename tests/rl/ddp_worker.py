@@ -18,6 +18,7 @@ def main() -> None:
     trainer = GRPOTrainer(cfg, out / "run")
     acc = trainer.accelerator
     assert acc.num_processes == 2, f"expected 2 processes, got {acc.num_processes}"
+    assert torch.distributed.get_backend() == "gloo"
     before = {k: v.detach().clone() for k, v in trainer._unwrapped().state_dict().items()}
     local = {}
     rollout = trainer._rollout
@@ -35,7 +36,6 @@ def main() -> None:
     save_file({k: v.detach().contiguous() for k, v in after.items()}, str(out / f"rank{rank}.safetensors"))
     changed = max(float((after[k] - before[k]).abs().max()) for k in before)
     (out / f"rank{rank}.json").write_text(json.dumps({**local, "changed": changed, "device": str(acc.device)}))
-    assert torch.distributed.get_backend() == "gloo"
 
 
 if __name__ == "__main__":
