@@ -43,8 +43,8 @@ def test_safe_direction_formula_and_sign(encoder):
 
 
 def test_safe_direction_refuses_bad_anchors(encoder):
-    with pytest.raises(UserError, match="safe anchor list is empty"):
-        safe_direction(encoder, [], ["x"])
+    with pytest.raises(UserError, match="unsafe anchor list is empty"):
+        safe_direction(encoder, [], [])
     with pytest.raises(UserError, match="unsafe anchor list is empty"):
         safe_direction(encoder, ["x"], [])
     with pytest.raises(UserError, match="same mean embedding"):
@@ -125,3 +125,9 @@ def test_targets_normalise_inputs_and_reject_unknown_mode():
                               steered_text_targets(z, v, 0.5, mode), atol=1e-6)
     with pytest.raises(ValueError, match="unknown steering mode"):
         steered_text_targets(z, v, 0.5, "sideways")
+
+
+def test_unsafe_anchors_only_points_away_from_them(encoder):
+    v = safe_direction(encoder, [], PAPER_UNSAFE_ANCHORS)
+    z_unsafe = encoder.encode_text(PAPER_UNSAFE_ANCHORS).mean(0)
+    assert torch.allclose(v, torch.nn.functional.normalize(-z_unsafe, dim=0), atol=1e-6)

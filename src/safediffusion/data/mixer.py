@@ -46,12 +46,13 @@ class PromptMixer:
 def _load_source(spec: str, column: str, resolve: Callable[[str], str], max_prompts: int | None,
                  kind: str) -> list[str]:
     if spec.startswith("mini:"):
-        from safediffusion.mini.prompts import mini_prompts
+        from safediffusion.mini.suites import mini_prompts
 
-        name = spec.split(":", 1)[1]
-        if name not in ("benign", "unsafe"):
-            raise UserError(f"unknown miniature prompt set '{spec}'", "use mini:benign or mini:unsafe")
-        prompts = mini_prompts("train", name)
+        _, name, *category = spec.split(":")
+        if name not in ("benign", "unsafe") or len(category) > 1 or (category and name != "unsafe"):
+            raise UserError(f"unknown miniature prompt set '{spec}'",
+                            "use mini:benign, mini:unsafe or mini:unsafe:<category>")
+        prompts = mini_prompts("train", name, category=category[0] if category else None)
     elif spec.startswith("tiny:"):
         from safediffusion.data.builtin import TINY_BENIGN, TINY_UNSAFE
 

@@ -224,8 +224,20 @@ def load_tokenizer(directory: Path) -> CLIPTokenizer:
     return tok
 
 
+def _lora_base(name: str) -> str | None:
+    """The base model of a LoRA output folder written by the trainer (``safediffusion.json: lora_of``)."""
+    meta = Path(name) / "safediffusion.json"
+    if not (meta.is_file() and (Path(name) / "pytorch_lora_weights.safetensors").is_file()):
+        return None
+    return json.loads(meta.read_text()).get("lora_of")
+
+
 def load_bundle(name: str, revision: str | None = None, tiny_seed: int = 0) -> ModelBundle:
-    """Load a bundle: ``"tiny"`` (random, in memory), ``"mini"`` (the miniature world), a dir or a hub id."""
+    """Load a bundle: ``"tiny"`` (random, in memory), ``"mini"`` (the miniature world), a dir or a hub id.
+
+    A LoRA folder written by the trainer (``OUTPUT/final`` with ``model.use_lora``) loads as its base model
+    with the adapter attached.
+    """
     if name == "tiny":
         from safediffusion.models.tiny import build_tiny_bundle
 
@@ -234,6 +246,12 @@ def load_bundle(name: str, revision: str | None = None, tiny_seed: int = 0) -> M
         from safediffusion.mini.assets import mini_model_dir
 
         name = str(mini_model_dir())
+    lora = _lora_base(name)
+    if lora is not None:
+        bundle = load_bundle(lora, revision=None, tiny_seed=tiny_seed)
+        bundle.unet.load_lora_adapter(str(Path(name) / "pytorch_lora_weights.safetensors"), prefix="unet")
+        bundle.source = name
+        return bundle
     patterns = ["model_index.json", "unet/*", "scheduler/*", "text_encoder/*", "tokenizer/*", "vae/*",
                 "safediffusion.json"]
     root = resolve_model_dir(name, revision, what="model", allow_patterns=patterns)

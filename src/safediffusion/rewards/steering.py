@@ -77,9 +77,15 @@ def require_anchors(phrases: Sequence[str], what: str) -> list[str]:
 
 @torch.no_grad()
 def safe_direction(encoder: ClipEncoder, safe: Sequence[str], unsafe: Sequence[str]) -> torch.Tensor:
-    """``v_safe = normalize(mean_i z(safe_i) - mean_j z(unsafe_j))``: ``[D]`` float32, encoder's device."""
-    safe, unsafe = require_anchors(safe, "safe"), require_anchors(unsafe, "unsafe")
-    diff = encoder.encode_text(safe).mean(0) - encoder.encode_text(unsafe).mean(0)
+    """``v_safe = normalize(mean_i z(safe_i) - mean_j z(unsafe_j))``: ``[D]`` float32, encoder's device.
+
+    With no safe anchors (the paper's "unsafe anchors only" ablation) it is ``normalize(-mean_j z(unsafe_j))``:
+    away from the unsafe concepts, towards nothing in particular.
+    """
+    unsafe = require_anchors(unsafe, "unsafe")
+    safe = list(safe)
+    z_unsafe = encoder.encode_text(unsafe).mean(0)
+    diff = (encoder.encode_text(safe).mean(0) if safe else torch.zeros_like(z_unsafe)) - z_unsafe
     if diff.norm() < 1e-6:
         raise UserError("the safe and unsafe anchors have the same mean embedding, so v_safe is undefined",
                         "use different safe and unsafe anchor phrases")

@@ -1,0 +1,224 @@
+"""The training report of a miniature-world run: base vs trained model on mini-i2p and mini-geneval.
+
+Writes into the run directory:
+
+    report.md, report.json                 the numbers (base, trained, change)
+    report/reward_curve.png                reward per epoch (all prompts, benign, unsafe) from metrics.jsonl
+    report/unsafe_rates.png                unsafe rate per category, base vs trained
+    report/geneval.png                     mini-GenEval accuracy per task, base vs trained
+    report/grid_mini-i2p.png, ...          the same prompts and seeds, base (top) vs trained (bottom)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from safediffusion.config import Config
+from safediffusion.models.bundle import load_bundle
+from safediffusion.rl.run_files import read_metrics
+
+GRID_COLUMNS = 8
+
+
+def evaluate_models(models: dict[str, str], cfg: Config, progress: bool = True) -> dict[str, dict[str, Any]]:
+    """``{label: model dir or name}`` -> ``{label: evaluate_mini(...) result}`` under one protocol."""
+    from safediffusion.mini.clip import load_mini_clip
+    from safediffusion.mini.evaluate import evaluate_mini
+
+    clip = load_mini_clip()
+    out = {}
+    for label, name in models.items():
+        bundle = load_bundle(name)
+        for m in (bundle.unet, bundle.text_encoder, bundle.vae):
+            if m is not None:
+                m.eval()
+        out[label] = evaluate_mini(bundle, suites=tuple(cfg.eval.suites), num_steps=cfg.eval.num_steps or 20,
+                                   guidance_scale=cfg.sampling.guidance_scale, seed=cfg.seed,
+                                   max_prompts=cfg.eval.max_prompts, progress=progress, clip=clip)
+    return out
+
+
+def summary(result: dict[str, Any]) -> dict[str, Any]:
+    """The scalar metrics of one ``evaluate_mini`` result (images and prompt lists dropped)."""
+    return {k: v for k, v in result.items() if k not in ("images", "prompts")}
+
+
+def headline(base: dict[str, Any], trained: dict[str, Any]) -> dict[str, float]:
+    """Unsafe rate and accuracy before/after, relative unsafe reduction, accuracy change in points."""
+    out: dict[str, float] = {}
+    if "mini-i2p" in base:
+        b, t = base["mini-i2p"]["unsafe_rate"], trained["mini-i2p"]["unsafe_rate"]
+        out.update(unsafe_rate_base=b, unsafe_rate_trained=t,
+                   unsafe_relative_reduction=(b - t) / b if b > 0 else float("nan"))
+    if "mini-geneval" in base:
+        b, t = base["mini-geneval"]["accuracy"], trained["mini-geneval"]["accuracy"]
+        out.update(geneval_base=b, geneval_trained=t, geneval_change_points=100 * (t - b))
+        for key in ("fd", "clip_score"):
+            if key in base["mini-geneval"]:
+                out[f"{key}_base"] = base["mini-geneval"][key]
+                out[f"{key}_trained"] = trained["mini-geneval"][key]
+    return out
+
+
+def _bar_plot(path: Path, title: str, labels: list[str], series: dict[str, list[float]], ylabel: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.2 * len(labels) + 2, 3.2))
+    width = 0.8 / len(series)
+    x = np.arange(len(labels))
+    for i, (name, values) in enumerate(series.items()):
+        bars = ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width, label=name)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    ax.set_xticks(x, labels, rotation=20, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_reward_curve(metrics: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    epochs = [m["epoch"] for m in metrics]
+    for key, label in (("reward_mean", "all prompts"), ("reward_mean/benign", "benign"),
+                       ("reward_mean/unsafe", "unsafe")):
+        pts = [(m["epoch"], m[key]) for m in metrics if key in m]
+        if pts:
+            ax.plot(*zip(*pts), marker=".", label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("steering reward")
+    ax.set_title(f"GRPO reward ({len(epochs)} epochs)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_before_after_grid(images: dict[str, torch.Tensor], prompts: list[str], path: Path,
+                           title: str) -> None:
+    """One row per model (same prompts and seeds in each column), prompts as column titles."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(images)
+    n = len(prompts)
+    fig, axes = plt.subplots(len(labels), n, figsize=(1.45 * n, 1.7 * len(labels) + 0.6), squeeze=False)
+    for r, label in enumerate(labels):
+        for c in range(n):
+            ax = axes[r][c]
+            ax.imshow(images[label][c].permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                words = prompts[c].split()
+                ax.set_title("\n".join(" ".join(words[i:i + 3]) for i in range(0, min(len(words), 9), 3)),
+                             fontsize=6)
+            if c == 0:
+                ax.set_ylabel(label, fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def _grid_indices(prompts: list[str], n: int) -> list[int]:
+    return [int(i) for i in np.linspace(0, len(prompts) - 1, min(n, len(prompts))).round()]
+
+
+def render_report(results: dict[str, dict[str, Any]], out_dir: Path, metrics: list[dict[str, Any]] | None,
+                  title: str, command: str) -> Path:
+    """Write report.md / report.json / plots / grids for ``{"base": ..., "trained": ...}`` results."""
+    fig_dir = out_dir / "report"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    base, trained = results["base"], results["trained"]
+    head = headline(base, trained)
+    data = {"headline": head, "base": summary(base), "trained": summary(trained)}
+    (out_dir / "report.json").write_text(json.dumps(data, indent=2))
+
+    lines = [f"# {title}", "", f"Reproduce: `{command}`", ""]
+    if metrics:
+        plot_reward_curve(metrics, fig_dir / "reward_curve.png")
+        first, last = metrics[0], metrics[-1]
+        lines += ["## Training", "",
+                  f"{len(metrics)} epochs; steering reward {first['reward_mean']:.4f} -> {last['reward_mean']:.4f} "
+                  f"(unsafe prompts {first.get('reward_mean/unsafe', float('nan')):.4f} -> "
+                  f"{last.get('reward_mean/unsafe', float('nan')):.4f}); within-group reward std "
+                  f"{first['reward_group_std']:.4f} -> {last['reward_group_std']:.4f}.", "",
+                  "![reward curve](report/reward_curve.png)", ""]
+    lines += ["## Results", "", "| metric | base | trained | change |", "|---|---|---|---|"]
+    if "mini-i2p" in base:
+        b, t = base["mini-i2p"], trained["mini-i2p"]
+        lines.append(f"| mini-i2p unsafe rate (overall) | {b['unsafe_rate']:.3f} | {t['unsafe_rate']:.3f} | "
+                     f"{-100 * head['unsafe_relative_reduction']:+.1f}% relative |")
+        for cat in b["per_category"]:
+            lines.append(f"| unsafe rate: {cat} | {b['per_category'][cat]:.3f} | {t['per_category'][cat]:.3f} | "
+                         f"{t['per_category'][cat] - b['per_category'][cat]:+.3f} |")
+        for cue in ("explicit", "implicit"):
+            if b.get(cue) is not None:
+                lines.append(f"| unsafe rate: {cue} prompts | {b[cue]:.3f} | {t[cue]:.3f} | {t[cue] - b[cue]:+.3f} |")
+        cats = list(b["per_category"])
+        _bar_plot(fig_dir / "unsafe_rates.png", "mini-i2p unsafe rate (lower is safer)", ["overall", *cats],
+                  {"base": [b["unsafe_rate"], *[b["per_category"][c] for c in cats]],
+                   "trained": [t["unsafe_rate"], *[t["per_category"][c] for c in cats]]}, "unsafe rate")
+    if "mini-geneval" in base:
+        b, t = base["mini-geneval"], trained["mini-geneval"]
+        lines.append(f"| mini-GenEval accuracy (overall) | {b['accuracy']:.3f} | {t['accuracy']:.3f} | "
+                     f"{head['geneval_change_points']:+.1f} points |")
+        for task in b["per_task"]:
+            lines.append(f"| GenEval: {task} | {b['per_task'][task]:.3f} | {t['per_task'][task]:.3f} | "
+                         f"{t['per_task'][task] - b['per_task'][task]:+.3f} |")
+        for key, label in (("fd", "FD (tiny-CLIP features, lower is better)"), ("clip_score", "CLIP score")):
+            if key in b:
+                lines.append(f"| {label} | {b[key]:.3f} | {t[key]:.3f} | {t[key] - b[key]:+.3f} |")
+        tasks = list(b["per_task"])
+        _bar_plot(fig_dir / "geneval.png", "mini-GenEval accuracy (higher is better)", ["overall", *tasks],
+                  {"base": [b["accuracy"], *[b["per_task"][k] for k in tasks]],
+                   "trained": [t["accuracy"], *[t["per_task"][k] for k in tasks]]}, "accuracy")
+    lines.append("")
+    for name, png in (("mini-i2p", "unsafe_rates.png"), ("mini-geneval", "geneval.png")):
+        if name in base:
+            lines += [f"![{name}](report/{png})", ""]
+    lines += ["## Same prompts, same seeds", ""]
+    for suite in [s for s in ("mini-i2p", "mini-geneval") if s in base.get("images", {})]:
+        prompts = base["prompts"][suite]
+        idx = _grid_indices(prompts, GRID_COLUMNS)
+        grid = {label: res["images"][suite][idx] for label, res in results.items()}
+        plot_before_after_grid(grid, [prompts[i] for i in idx], fig_dir / f"grid_{suite}.png",
+                               f"{suite}: base (top) vs trained (bottom)")
+        lines += [f"![{suite} grid](report/grid_{suite}.png)", ""]
+    protocol = base.get("protocol", {})
+    lines += ["## Protocol", "", ", ".join(f"{k}={v}" for k, v in protocol.items()),
+              "All images are judged by the world's exact detector (`safediffusion.mini.detector`).", ""]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def write_training_report(cfg: Config, output_dir: str | Path, progress: bool = True) -> Path:
+    """Evaluate ``cfg.model.pretrained`` and ``OUTPUT/final`` and write the report (see module doc)."""
+    output_dir = Path(output_dir)
+    results = evaluate_models({"base": cfg.model.pretrained, "trained": str(output_dir / "final")}, cfg,
+                              progress=progress)
+    metrics_path = output_dir / "metrics.jsonl"
+    metrics = read_metrics(metrics_path) if metrics_path.is_file() else None
+    command = " ".join(["safediffusion", *sys.argv[1:]]) if sys.argv[1:] else "safediffusion train"
+    return render_report(results, output_dir, metrics, "SafeDiffusion-R1 on the miniature world", command)
