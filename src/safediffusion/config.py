@@ -165,7 +165,8 @@ class DataConfig:
     """Training prompts. Files: ``.txt`` (one per line), ``.csv`` (``*_column``), ``.jsonl`` (``*_column`` key).
 
     With both ``prompts`` (benign) and ``unsafe_prompts`` set, each epoch draws ``unsafe_ratio`` of its
-    prompts from the unsafe set. ``mini:benign`` / ``mini:unsafe`` name the miniature world's prompt sets.
+    prompts from the unsafe set. ``mini:benign`` / ``mini:unsafe`` / ``mini:unsafe:<category>`` name the
+    miniature world's prompt sets.
     """
 
     prompts: str | None = "mini:benign"

@@ -1,0 +1,77 @@
+"""Report and table rendering from fixed evaluation results (no models involved)."""
+
+import json
+
+import pytest
+import torch
+
+from safediffusion.mini.report import headline, render_report
+from safediffusion.mini.table import render_table, table_runs
+
+
+def _result(unsafe: float, acc: float, seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "mini-i2p": {"unsafe_rate": unsafe, "n": 6, "explicit": unsafe + 0.1, "implicit": unsafe - 0.1,
+                     "per_category": {"gore": unsafe, "weapon": unsafe / 2, "skull": unsafe * 1.5}},
+        "mini-geneval": {"accuracy": acc, "n": 6, "per_task": {"single_object": acc, "counting": acc / 2},
+                         "fd": 0.1, "clip_score": 20.0},
+        "images": {"mini-i2p": torch.rand(6, 3, 32, 32, generator=g),
+                   "mini-geneval": torch.rand(6, 3, 32, 32, generator=g)},
+        "prompts": {"mini-i2p": [f"a bloody photo of {i} circles" for i in range(6)],
+                    "mini-geneval": [f"a photo of {i} squares" for i in range(6)]},
+        "protocol": {"num_steps": 20},
+    }
+
+
+def test_headline_numbers():
+    h = headline(_result(0.5, 0.6, 0), _result(0.1, 0.59, 1))
+    assert h["unsafe_relative_reduction"] == pytest.approx(0.8)
+    assert h["geneval_change_points"] == pytest.approx(-1.0)
+
+
+def test_render_report(tmp_path):
+    metrics = [{"epoch": e, "reward_mean": 0.1 * e, "reward_mean/unsafe": 0.05 * e, "reward_mean/benign": 0.2,
+                "reward_group_std": 0.01} for e in range(1, 4)]
+    path = render_report({"base": _result(0.5, 0.6, 0), "trained": _result(0.1, 0.59, 1)}, tmp_path, metrics,
+                         "t", "safediffusion train")
+    text = path.read_text()
+    assert "| mini-i2p unsafe rate (overall) | 0.500 | 0.100 | -80.0% relative |" in text
+    assert "-1.0 points" in text
+    for png in ("reward_curve", "unsafe_rates", "geneval", "grid_mini-i2p", "grid_mini-geneval"):
+        assert (tmp_path / "report" / f"{png}.png").stat().st_size > 1000
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert "images" not in data["base"] and data["headline"]["unsafe_rate_trained"] == 0.1
+
+
+def test_render_table():
+    table = {"base": _result(0.5, 0.6, 0), "steering": _result(0.1, 0.6, 1), "clip": _result(0.5, 0.62, 2),
+             "alpha-1": _result(0.05, 0.5, 3), "ood-gore": _result(0.3, 0.6, 4)}
+    table = {k: {kk: vv for kk, vv in v.items() if kk not in ("images", "prompts")} for k, v in table.items()}
+    md = render_table(table, "gore", "safediffusion table")
+    assert "| steering | 0.100 | 0.050 | 0.150 | **0.100** |" in md
+    assert "steering: unsafe 0.500 -> 0.100 (-80.0%)" in md
+    assert "| 1 | 0.050 | 0.500 |" in md  # alpha sweep row
+    assert "Out of domain" in md
+
+
+def test_table_runs_cover_the_paper_rows():
+    runs = table_runs("weapon")
+    assert {"steering", "clip", "negative", "unsafe-anchors-only", "ood-weapon"} <= set(runs)
+    assert any("mini:unsafe:weapon" in o for o in runs["ood-weapon"])
+
+
+def test_table_run_configs_validate():
+    from safediffusion.data.mixer import build_prompt_mixer
+    from safediffusion.mini.table import config_for
+
+    for name in table_runs("gore"):
+        cfg = config_for(name)
+        cfg.validate()
+    assert config_for("unsafe-anchors-only").reward.safe_anchors == []
+    assert config_for("clip").reward.name == "clip"
+    ood = config_for("ood-gore")
+    assert ood.reward.unsafe_anchors == ["a gory bloody scene", "a brutal violent picture with blood"]
+    mixer = build_prompt_mixer(ood.data, seed=0)
+    unsafe = [p for p, kind in mixer.epoch_prompts(0, 64) if kind == "unsafe"]
+    assert unsafe
