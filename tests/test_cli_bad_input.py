@@ -84,3 +84,22 @@ def test_real_process_exit_code(tmp_path):
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert "sampling.eta" in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+def test_generate_with_missing_model_writes_nothing(capsys, tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\n")
+    out = tmp_path / "gen"
+    code, err = _run(capsys, ["generate", "--model", str(tmp_path / "nope"), "--prompts", str(prompts),
+                              "--out", str(out)])
+    assert code == 2 and "does not exist" in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_generate_with_bad_prompt_file(capsys, tmp_path):
+    prompts = tmp_path / "p.bin"
+    prompts.write_bytes(b"\x00\x01")
+    out = tmp_path / "gen"
+    code, err = _run(capsys, ["generate", "--model", "tiny", "--prompts", str(prompts), "--out", str(out)])
+    assert code == 2 and "binary" in err
+    assert not out.exists()

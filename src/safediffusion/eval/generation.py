@@ -277,7 +277,7 @@ class GenerationRun:
     def metadata_path(self) -> Path:
         return self.out_dir / "metadata.jsonl"
 
-    def _check_settings(self, overwrite: bool) -> None:
+    def _check_settings(self, overwrite: bool, write: bool = True) -> None:
         path = self.out_dir / "generation.json"
         new = self.settings.fingerprint()
         if path.is_file() and not overwrite:
@@ -289,8 +289,9 @@ class GenerationRun:
                 diffs = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in new if old.get(k) != new.get(k)]
                 raise UserError(f"'{self.out_dir}' holds images made with other settings ({'; '.join(diffs)})",
                                 "use another --out folder, or pass --overwrite to regenerate")
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(new, indent=2))
+        if write:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(new, indent=2))
 
     def _line(self, e: ImageEntry) -> dict[str, Any]:
         r = e.record
@@ -338,19 +339,21 @@ class GenerationRun:
         ``make_generator()`` returns the batch generator (e.g. an :class:`ImageGenerator`); it is only called
         when an image is missing, so a finished run never loads the model.
         """
-        self._check_settings(overwrite)
+        self._check_settings(overwrite, write=False)
         done = self.finished(overwrite)
+        todo = [e for e in self.entries if e.key not in done]
+        # load the model before writing anything: a bad --model must leave no half-written folder
+        generator = make_generator() if todo else None
+        self._check_settings(overwrite)
         if overwrite and self.metadata_path.exists():
             self.metadata_path.unlink()
         # keep only the lines of finished images (drops lines whose file vanished)
         kept = [e for e in self.entries if e.key in done]
         other = [line for key, line in done.items() if key not in {e.key for e in self.entries}]
         self._rewrite_metadata([done[e.key] for e in kept] + other)
-        todo = [e for e in self.entries if e.key not in done]
         if self.settings.layout == "geneval":
             self._write_geneval_metadata()
-        if todo:
-            generator = make_generator()
+        if generator is not None:
             bs = self.settings.batch_size
             groups: dict[float, list[ImageEntry]] = {}
             for e in todo:
