@@ -134,6 +134,13 @@ def test_lora_with_kl(tmp_path):
     pipe.load_lora_weights(out / "final")
     img = pipe("a cat", num_inference_steps=2, height=16, width=16, output_type="pt").images
     assert img.shape == (1, 3, 16, 16)
+    # our own loader (generate / evaluate) resolves the base model and attaches the adapter
+    from safediffusion.models.bundle import load_bundle
+
+    bundle = load_bundle(str(out / "final"))
+    x, t, ctx = torch.randn(1, 4, 8, 8), torch.tensor([10]), torch.randn(1, 77, 32)
+    with torch.no_grad():
+        assert torch.allclose(bundle.unet(x, t, ctx).sample, pipe.unet(x, t, ctx).sample, atol=1e-5)
 
 
 def test_full_finetune_kl_uses_frozen_copy(tmp_path):
