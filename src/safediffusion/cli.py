@@ -91,8 +91,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_image_processor_fallback() -> None:
+    """transformers 5 without torchvision warns once, on diffusers' import of ``CLIPImageProcessor``, that it
+    falls back to the PIL processor — which is what we want. Trigger that import with warnings muted."""
+    from transformers.utils import logging
+
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        import transformers
+        from diffusers import StableDiffusionPipeline  # noqa: F401
+
+        _ = transformers.CLIPImageProcessor, transformers.SiglipImageProcessor
+    finally:
+        logging.set_verbosity(level)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _quiet_image_processor_fallback()
     if not argv:
         argv = ["train"]
     parser = build_parser()

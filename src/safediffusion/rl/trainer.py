@@ -88,9 +88,11 @@ class GRPOTrainer:
         self.weight_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[tc.mixed_precision]
         bundle = self.bundle
         bundle.freeze_except_unet()
-        bundle.text_encoder.to(acc.device, dtype=self.weight_dtype)
-        if bundle.vae is not None:
-            bundle.vae.to(acc.device, dtype=self.weight_dtype)
+        for frozen in (bundle.text_encoder, bundle.vae):
+            if frozen is not None:
+                frozen.to(acc.device)
+                if self.weight_dtype != torch.float32:
+                    frozen.to(self.weight_dtype)
         unet = bundle.unet
         self.ref_unet = None
         if cfg.model.use_lora:
@@ -104,7 +106,9 @@ class GRPOTrainer:
             unet.requires_grad_(True)
             if tc.kl_beta > 0:
                 self.ref_unet = copy.deepcopy(unet).requires_grad_(False).eval()
-                self.ref_unet.to(acc.device, dtype=self.weight_dtype)
+                self.ref_unet.to(acc.device)
+                if self.weight_dtype != torch.float32:
+                    self.ref_unet.to(self.weight_dtype)
         if cfg.model.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
         unet.to(acc.device)
@@ -342,7 +346,7 @@ class GRPOTrainer:
             if self.cfg.model.use_lora:
                 save_lora(unet, final, base=self.cfg.model.pretrained)
             else:
-                fp32 = copy.deepcopy(unet).to("cpu", dtype=torch.float32)
+                fp32 = copy.deepcopy(unet).to("cpu").float()
                 self.bundle.save_pretrained(final, unet=fp32)
         acc.wait_for_everyone()
         return final
