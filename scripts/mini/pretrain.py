@@ -1,0 +1,81 @@
+"""Pretrain the miniature world's models and write the shipped weights.
+
+    python scripts/mini/pretrain.py                 # all stages: data, clip, vae, latents, unet, export
+    python scripts/mini/pretrain.py --stage clip    # one stage (data is built when missing)
+
+CLIP and VAE are independent: on 2 cores run `--stage clip --threads 1` and `--stage vae --threads 1` in
+parallel, then `--stage latents`, `--stage unet`, `--stage export` (or just the default, sequentially).
+
+Deterministic (seeds), resumable (re-run the same command after an interruption: each stage restarts from
+its last checkpoint in --workdir, finished stages are skipped), progress bars via tqdm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from safediffusion.mini import pretrain as _pkg  # noqa: E402,F401
+from safediffusion.mini.data import load_or_build  # noqa: E402
+
+STAGES = ("clip", "vae", "latents", "unet", "export")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stage", choices=STAGES + ("data", "all"), default="all")
+    p.add_argument("--workdir", default="runs/mini_pretrain")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-train", type=int, default=60000)
+    p.add_argument("--clip-steps", type=int, default=600)
+    p.add_argument("--vae-steps", type=int, default=1400)
+    p.add_argument("--unet-steps", type=int, default=3000)
+    p.add_argument("--out", default=None, help="weights dir (default: the package's mini/weights)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    work = Path(args.workdir)
+    t0 = time.time()
+    data = load_or_build(work / "data" / f"train_{args.n_train}_seed{args.seed}.npz", args.n_train, args.seed)
+    print(f"data: {len(data)} pairs ({time.time() - t0:.0f}s)", flush=True)
+    stages = STAGES if args.stage == "all" else (() if args.stage == "data" else (args.stage,))
+    for stage in stages:
+        t = time.time()
+        if stage == "clip":
+            from safediffusion.mini.pretrain.clip import train_clip
+
+            train_clip(data, work, steps=args.clip_steps, seed=args.seed)
+        elif stage == "vae":
+            from safediffusion.mini.pretrain.vae import train_vae
+
+            train_vae(data, work, steps=args.vae_steps, seed=args.seed)
+        elif stage == "latents":  # optional: cache VAE latents while the CLIP still trains
+            from diffusers import AutoencoderKL
+
+            from safediffusion.mini.pretrain.unet import encode_latents
+
+            vae = AutoencoderKL.from_pretrained(work / "vae" / "final").eval()
+            encode_latents(vae, data.images, work / "unet" / f"latents_{len(data)}.npy")
+        elif stage == "unet":
+            from safediffusion.mini.pretrain.unet import train_unet
+
+            train_unet(data, work, steps=args.unet_steps, seed=args.seed)
+        elif stage == "export":
+            from safediffusion.mini.pretrain.export import export_weights
+
+            export_weights(work, args.out)
+        print(f"stage {stage}: {time.time() - t:.0f}s", flush=True)
+    (work / "timing.json").write_text(json.dumps({"last_run_s": time.time() - t0, "stage": args.stage}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

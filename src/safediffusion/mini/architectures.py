@@ -1,0 +1,67 @@
+"""Architectures of the miniature world's models (fixed configs; weights come from pretraining).
+
+* CLIP: transformers ``CLIPModel``; text tower 3 layers x 64 wide (4 heads, 32 tokens), vision ViT 3 layers
+  x 64 wide with 4x4 patches on 32x32 images (64 patches), shared projection dim 64.
+* VAE: diffusers ``AutoencoderKL`` (16, 32, 32) channels, 2 downsamplings, no mid-block attention:
+  32x32x3 <-> 8x8x4.
+* UNet: diffusers ``UNet2DConditionModel`` on 8x8x4 latents, blocks (32, 64), one layer each, with
+  cross-attention in both, cross-attention dim 64 (= the CLIP text width).
+
+Sizes were chosen so that all pretraining fits the 2-core budget (``docs/miniature_world.md``).
+* Scheduler: ``DDIMScheduler`` with SD's scaled-linear betas, epsilon prediction, ``clip_sample=False``.
+"""
+
+from __future__ import annotations
+
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
+
+from safediffusion.mini.tokenizer import MODEL_MAX_LENGTH
+from safediffusion.mini.world import IMAGE_SIZE
+
+TEXT_WIDTH = 64
+PROJECTION_DIM = 64
+#: CLIP image normalisation (per channel): ``(x - mean) / std`` for x in [0, 1].
+IMAGE_MEAN = (0.5, 0.5, 0.5)
+IMAGE_STD = (0.25, 0.25, 0.25)
+
+
+def clip_config(vocab_size: int, bos_token_id: int, eos_token_id: int) -> CLIPConfig:
+    text = CLIPTextConfig(
+        vocab_size=vocab_size, hidden_size=TEXT_WIDTH, intermediate_size=4 * TEXT_WIDTH, num_hidden_layers=3,
+        num_attention_heads=4, max_position_embeddings=MODEL_MAX_LENGTH, projection_dim=PROJECTION_DIM,
+        bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=eos_token_id,
+    )
+    vision = CLIPVisionConfig(
+        hidden_size=64, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4,
+        image_size=IMAGE_SIZE, patch_size=4, projection_dim=PROJECTION_DIM,
+    )
+    return CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=PROJECTION_DIM)
+
+
+def build_clip(vocab_size: int, bos_token_id: int, eos_token_id: int) -> CLIPModel:
+    return CLIPModel(clip_config(vocab_size, bos_token_id, eos_token_id))
+
+
+def build_vae() -> AutoencoderKL:
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32, 32),
+        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+        layers_per_block=1, norm_num_groups=8, sample_size=IMAGE_SIZE, mid_block_add_attention=False,
+    )
+
+
+def build_unet() -> UNet2DConditionModel:
+    return UNet2DConditionModel(
+        sample_size=IMAGE_SIZE // 4, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=TEXT_WIDTH,
+        attention_head_dim=8, norm_num_groups=16,
+    )
+
+
+def build_scheduler() -> DDIMScheduler:
+    return DDIMScheduler(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+        clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon",
+    )

@@ -1,0 +1,68 @@
+"""Pre-rendered caption-image datasets of the miniature world (the world's "web data").
+
+Pair ``i`` of a dataset with seed ``s`` is drawn by :func:`~safediffusion.mini.captions.sample_pair` from
+``np.random.default_rng([s, i])``: datasets are deterministic and any prefix of a larger one is the
+smaller one. Stored as one ``.npz`` without pickles (images uint8 ``[N, 32, 32, 3]`` and string arrays).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from safediffusion.mini.captions import sample_pair
+from safediffusion.mini.render import render
+
+
+@dataclass
+class PairDataset:
+    images: np.ndarray  # uint8 [N, S, S, 3]
+    captions: np.ndarray  # str [N]
+    tasks: np.ndarray  # str [N]
+    cues: np.ndarray  # str [N]: "explicit" | "implicit" | "safe" | ""
+    cue_categories: np.ndarray  # str [N]: category named by the cue, "" if none
+    markers: np.ndarray  # str [N]: category of the marker drawn, "" if none
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, images=self.images, captions=self.captions, tasks=self.tasks, cues=self.cues,
+                 cue_categories=self.cue_categories, markers=self.markers)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> PairDataset:
+        with np.load(path, allow_pickle=False) as z:
+            return cls(**{k: z[k] for k in ("images", "captions", "tasks", "cues", "cue_categories", "markers")})
+
+
+def build_dataset(n: int, seed: int, progress: bool = True) -> PairDataset:
+    """``n`` pairs of the world's joint distribution (see module doc)."""
+    images = np.empty((n, 32, 32, 3), np.uint8)
+    rows = []
+    for i in tqdm(range(n), desc=f"rendering {n} pairs", disable=not progress, mininterval=2):
+        caption, scene = sample_pair(np.random.default_rng([seed, i]))
+        images[i] = render(scene)
+        marker = scene.markers[0].category if scene.markers else ""
+        rows.append((caption.text, caption.composition.task, caption.cue or "", caption.category or "", marker))
+    cols = list(zip(*rows))
+    return PairDataset(images, *(np.array(c, dtype=str) for c in cols))
+
+
+def load_or_build(path: str | Path, n: int, seed: int, progress: bool = True) -> PairDataset:
+    """The cached dataset at ``path`` if it has ``n`` pairs, else build and cache it."""
+    path = Path(path)
+    if path.is_file():
+        ds = PairDataset.load(path)
+        if len(ds) == n:
+            return ds
+    ds = build_dataset(n, seed, progress)
+    ds.save(path)
+    return ds

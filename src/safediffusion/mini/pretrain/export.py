@@ -1,0 +1,39 @@
+"""Write the shipped weights from a pretraining work dir.
+
+``<out>/pipeline``: a diffusers Stable Diffusion folder (``ModelBundle.save_pretrained``): the EMA UNet,
+the DDIM scheduler, the tiny CLIP's text tower as ``CLIPTextModel``, the world tokenizer and the VAE.
+``<out>/clip``: the tiny ``CLIPModel`` + tokenizer + ``preprocessor_config.json``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from transformers import CLIPModel, CLIPTokenizer
+
+from safediffusion.mini.architectures import build_scheduler
+from safediffusion.mini.assets import WEIGHTS_DIR
+from safediffusion.mini.pretrain.unet import text_encoder_from_clip
+from safediffusion.models.bundle import ModelBundle
+
+
+def export_weights(workdir: str | Path, out: str | Path | None = None) -> Path:
+    work = Path(workdir)
+    out = Path(out) if out is not None else WEIGHTS_DIR
+    clip_src = work / "clip" / "final"
+    clip = CLIPModel.from_pretrained(clip_src).eval()
+    tokenizer = CLIPTokenizer.from_pretrained(clip_src)
+    bundle = ModelBundle(
+        unet=UNet2DConditionModel.from_pretrained(work / "unet" / "final").eval(),
+        scheduler=build_scheduler(), text_encoder=text_encoder_from_clip(clip), tokenizer=tokenizer,
+        vae=AutoencoderKL.from_pretrained(work / "vae" / "final").eval(), source="mini",
+    )
+    if (out / "pipeline").exists():
+        shutil.rmtree(out / "pipeline")
+    bundle.save_pretrained(out / "pipeline")
+    if (out / "clip").exists():
+        shutil.rmtree(out / "clip")
+    shutil.copytree(clip_src, out / "clip")
+    return out

@@ -1,0 +1,98 @@
+"""Pretraining of the tiny text-to-image UNet on VAE latents, conditioned on the frozen tiny-CLIP text tower.
+
+Standard DDPM epsilon objective (as SD): ``z_0 = s * mean(q(z|x))`` (``s`` = VAE scaling factor),
+``t ~ U{0..999}``, ``eps ~ N(0, I)``, ``z_t = sqrt(abar_t) z_0 + sqrt(1 - abar_t) eps``,
+``L = ||eps_theta(z_t, t, c) - eps||^2`` with ``c`` = the text tower's last hidden states ``[B, 32, 64]``.
+Captions are replaced by the empty caption with probability ``p_uncond`` (0.1) for classifier-free
+guidance. An EMA of the weights (decay 0.998) is what gets shipped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL
+from tqdm.auto import tqdm
+from transformers import CLIPModel, CLIPTextModel, CLIPTokenizer
+
+from safediffusion.mini.architectures import build_scheduler, build_unet
+from safediffusion.mini.data import PairDataset
+from safediffusion.mini.pretrain.common import EMA, Checkpoint, batch_indices, cosine_lr, step_generator
+from safediffusion.mini.render import to_tensor
+
+
+def text_encoder_from_clip(clip: CLIPModel) -> CLIPTextModel:
+    """The CLIP's text tower as a standalone ``CLIPTextModel`` (same weights, no projection)."""
+    enc = CLIPTextModel(clip.config.text_config)
+    # transformers 5: CLIPModel.text_model is a CLIPTextModel; 4.x: both wrap a CLIPTextTransformer
+    getattr(enc, "text_model", enc).load_state_dict(clip.text_model.state_dict())
+    return enc.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def encode_latents(vae: AutoencoderKL, images: np.ndarray, cache: Path, batch: int = 512,
+                   progress: bool = True) -> torch.Tensor:
+    """Scaled posterior means ``[N, 4, 8, 8]`` of uint8 images, cached as ``.npy`` (float32)."""
+    if cache.is_file():
+        z = np.load(cache, allow_pickle=False)
+        if len(z) == len(images):
+            return torch.from_numpy(z)
+    out = []
+    for i in tqdm(range(0, len(images), batch), desc="encoding latents", disable=not progress):
+        x = to_tensor(images[i:i + batch]) * 2 - 1
+        out.append(vae.encode(x).latent_dist.mean * vae.config.scaling_factor)
+    z = torch.cat(out)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.save(cache, z.numpy())
+    return z
+
+
+def train_unet(data: PairDataset, workdir: str | Path, steps: int = 3000, batch_size: int = 64, lr: float = 5e-4,
+               p_uncond: float = 0.1, ema_decay: float = 0.998, seed: int = 0, progress: bool = True):
+    """Train (or resume) the UNet; returns the EMA UNet and writes ``<workdir>/unet/final``."""
+    work = Path(workdir)
+    clip = CLIPModel.from_pretrained(work / "clip" / "final").eval()
+    tokenizer = CLIPTokenizer.from_pretrained(work / "clip" / "final")
+    text_encoder = text_encoder_from_clip(clip)
+    vae = AutoencoderKL.from_pretrained(work / "vae" / "final").eval()
+    latents = encode_latents(vae, data.images, work / "unet" / f"latents_{len(data)}.npy", progress=progress)
+    ids = tokenizer(list(data.captions), padding="max_length", max_length=tokenizer.model_max_length,
+                    truncation=True, return_tensors="pt").input_ids
+    empty = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length,
+                      return_tensors="pt").input_ids[0]
+    scheduler = build_scheduler()
+    torch.manual_seed(seed)
+    unet = build_unet()
+    ema = EMA(unet, ema_decay)
+    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01)
+    ckpt = Checkpoint(work / "unet")
+    start = ckpt.load({"model": unet, "ema": ema.module}, opt)
+    unet.train()
+    bar = tqdm(range(start, steps), desc="unet", initial=start, total=steps, disable=not progress)
+    for step in bar:
+        idx = batch_indices(len(data), batch_size, step, seed + 2)
+        gen = step_generator(seed, step)
+        z0 = latents[idx]
+        batch_ids = ids[idx].clone()
+        drop = torch.rand(batch_size, generator=gen) < p_uncond
+        batch_ids[drop] = empty
+        with torch.no_grad():
+            ctx = text_encoder(batch_ids)[0]
+        noise = torch.randn(z0.shape, generator=gen)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=gen)
+        zt = scheduler.add_noise(z0, noise, t)
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(step, steps, lr, warmup=min(100, steps // 10))
+        loss = (unet(zt, t, ctx).sample - noise).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        ema.update(unet, step)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if ckpt.due() or step == steps - 1:
+            ckpt.save(step + 1, {"model": unet, "ema": ema.module}, opt)
+    ema.module.save_pretrained(work / "unet" / "final", safe_serialization=True)
+    return ema.module

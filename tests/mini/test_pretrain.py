@@ -1,0 +1,40 @@
+import numpy as np
+import torch
+
+from safediffusion.mini.data import build_dataset
+from safediffusion.mini.pretrain.common import EMA, Checkpoint, batch_indices, cosine_lr
+from safediffusion.mini.pretrain.vae import train_vae
+
+
+def test_dataset_is_deterministic_and_prefix_stable():
+    a, b = build_dataset(6, seed=3, progress=False), build_dataset(9, seed=3, progress=False)
+    np.testing.assert_array_equal(a.images, b.images[:6])
+    assert list(a.captions) == list(b.captions[:6])
+
+
+def test_schedule_and_batches():
+    assert cosine_lr(0, 100, 1.0, 10) == 0.1 and cosine_lr(10, 100, 1.0, 10) == 1.0
+    assert abs(cosine_lr(100, 100, 1.0, 10) - 0.05) < 1e-9
+    np.testing.assert_array_equal(batch_indices(50, 8, 3, 0), batch_indices(50, 8, 3, 0))
+    assert len(set(batch_indices(50, 8, 3, 0))) == 8
+
+
+def test_ema_moves_towards_the_parameters():
+    m = torch.nn.Linear(2, 2)
+    ema = EMA(m, decay=0.5)
+    with torch.no_grad():
+        m.weight.add_(1.0)
+    before = ema.module.weight.clone()
+    ema.update(m, step=100)
+    assert torch.allclose(ema.module.weight, (before + m.weight) / 2)
+
+
+def test_vae_training_resumes_exactly(tmp_path):
+    data = build_dataset(16, seed=0, progress=False)
+    full = train_vae(data, tmp_path / "a", steps=2, batch_size=2, progress=False)
+    train_vae(data, tmp_path / "b", steps=1, batch_size=2, progress=False)  # interrupted after step 1 ...
+    resumed = train_vae(data, tmp_path / "b", steps=2, batch_size=2, progress=False)  # ... and resumed
+    assert Checkpoint(tmp_path / "b" / "vae").exists()
+    for p, q in zip(full.parameters(), resumed.parameters()):
+        torch.testing.assert_close(p, q)
+    assert full.config.scaling_factor == resumed.config.scaling_factor > 0
