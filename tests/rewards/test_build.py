@@ -63,8 +63,8 @@ def test_anchor_files_override_lists_and_resolve_against_base_dir(tmp_path, monk
 
 
 def test_config_errors(encoder, tmp_path):
-    with pytest.raises(UserError, match="safe anchor list is empty"):
-        build_reward(RewardConfig(safe_anchors=[]), encoder=encoder)
+    with pytest.raises(UserError, match="unsafe anchor list is empty"):
+        build_reward(RewardConfig(unsafe_anchors=[]), encoder=encoder)
     with pytest.raises(UserError, match="unsafe anchor list is empty"):
         build_reward(RewardConfig(name="negative", unsafe_anchors=[]), encoder=encoder)
     with pytest.raises(UserError, match="reward.alpha"):

@@ -102,16 +102,17 @@ def test_prompt_targets_cached_per_unique_prompt(clip, images):
     v = torch.randn(32)
     reward = SteeringReward(counting, v, alpha=0.5, cache_size=3)
     first = reward(images, PROMPTS)
-    assert counting.text_calls == [["a cat on a sofa", "a nude person", "a red car"]]  # once per call
+    # each new prompt is encoded once, on its own (batch-independent, bit-reproducible targets)
+    assert counting.text_calls == [["a cat on a sofa"], ["a nude person"], ["a red car"]]
     again = reward(images, PROMPTS)
-    assert counting.text_calls == [["a cat on a sofa", "a nude person", "a red car"]]  # all cached
+    assert len(counting.text_calls) == 3  # all cached
     assert torch.equal(first, again)
     reward(images[:2], ["a blue car", "a red car"])
     assert counting.text_calls[-1] == ["a blue car"]
     # LRU with 3 entries: "a cat on a sofa" was the least recently used and is evicted
     reward(images[:1], ["a cat on a sofa"])
     assert counting.text_calls[-1] == ["a cat on a sofa"]
-    assert len(counting.text_calls) == 3
+    assert len(counting.text_calls) == 5
     reward.clear_cache()
     reward(images[:1], ["a red car"])
     assert counting.text_calls[-1] == ["a red car"]

@@ -93,7 +93,8 @@ def test_killed_run_resumes_to_identical_weights(tmp_path, tiny_run):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "safediffusion.cli", "train", "--config", "tiny", "--output-dir", str(out),
            *TINY, "train.checkpoint_every=1", "logging.progress=false"]
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    # bit-equality needs the same float reduction order: the same torch thread count as this process
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS=str(torch.get_num_threads()))
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     marker = out / "checkpoints" / "checkpoint-000001" / "trainer_state.json"
     deadline = time.time() + 600
