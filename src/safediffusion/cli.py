@@ -13,7 +13,7 @@ from pathlib import Path
 from safediffusion.errors import UserError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-DEFAULT_CONFIG = "tiny"  # becomes "mini" once the miniature world ships
+DEFAULT_CONFIG = "mini"
 
 
 def resolve_config_path(name: str) -> Path:
