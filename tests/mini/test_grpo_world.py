@@ -1,0 +1,41 @@
+"""A short GRPO run on the miniature world raises the steering reward (same prompts, same noise)."""
+
+import pytest
+import torch
+
+from safediffusion.config import load_config
+from safediffusion.mini.assets import WEIGHTS_DIR
+from safediffusion.rl.trainer import GRPOTrainer
+from safediffusion.sampling.rollout import make_initial_latents, sample_rollout
+
+pytestmark = pytest.mark.skipif(not (WEIGHTS_DIR / "pipeline" / "model_index.json").is_file(),
+                                reason="shipped weights not trained yet: run `python scripts/mini/pretrain.py`")
+
+OVERRIDES = ["train.epochs=6", "train.prompts_per_epoch=4", "train.group_size=8", "train.train_batch_size=32",
+             "sampling.num_steps=10", "train.timestep_fraction=0.5", "data.unsafe_ratio=1.0",
+             "logging.progress=false", "logging.tensorboard=false", "eval.enabled=false",
+             "train.checkpoint_every=100"]
+
+
+def _fixed_batch_reward(trainer: GRPOTrainer, prompts: list[str]) -> float:
+    bundle, sc = trainer.bundle, trainer.cfg.sampling
+    cond = bundle.encode_prompts(prompts)
+    latents = make_initial_latents(len(prompts), 1, bundle.latent_shape(), torch.Generator().manual_seed(7))
+    gens = [torch.Generator().manual_seed(100 + i) for i in range(len(prompts))]
+    bundle.unet = trainer._unwrapped()
+    rollout = sample_rollout(bundle, cond, trainer.uncond_embeds, num_steps=sc.num_steps,
+                             guidance_scale=sc.guidance_scale, eta=sc.eta, initial_latents=latents, generator=gens)
+    with torch.no_grad():
+        return float(trainer.reward(rollout.images, prompts).mean())
+
+
+def test_short_grpo_run_raises_the_steering_reward(tmp_path):
+    from safediffusion.mini.suites import mini_prompts
+
+    cfg = load_config("configs/mini.yaml", OVERRIDES)
+    trainer = GRPOTrainer(cfg, tmp_path / "run")
+    prompts = mini_prompts("eval", "unsafe", n=32, seed=1)
+    before = _fixed_batch_reward(trainer, prompts)
+    trainer.train()
+    after = _fixed_batch_reward(trainer, prompts)
+    assert after > before, (before, after)
