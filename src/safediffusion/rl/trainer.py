@@ -76,7 +76,7 @@ class GRPOTrainer:
         self.accelerator = accelerator or Accelerator(
             mixed_precision=tc.mixed_precision,
             cpu=not torch.cuda.is_available(),
-            log_with=self._trackers(),
+            log_with=self._trackers() or None,
             project_dir=str(self.output_dir / "logs"),
         )
         acc = self.accelerator
