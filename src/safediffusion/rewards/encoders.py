@@ -41,7 +41,7 @@ class ClipEncoder(ABC):
     :func:`clip_preprocess` to ``image_size`` and normalised with ``mean`` / ``std``.
 
     Subclasses implement the raw (unnormalised, projected) feature extractors
-    :meth:`_text_features` and :meth:`_image_features`, plus :attr:`embed_dim`, :attr:`device`, :meth:`to`.
+    :meth:`_text_features` and :meth:`_image_features`, plus :attr:`embed_dim`; they keep the network in ``self.model``.
     """
 
     name: str
@@ -55,19 +55,22 @@ class ClipEncoder(ABC):
     def embed_dim(self) -> int:
         """``D``, the size of the joint embedding space."""
 
+    model: torch.nn.Module
+
     @property
-    @abstractmethod
     def device(self) -> torch.device:
         """Where the model's weights live (inputs are moved here)."""
+        return next(self.model.parameters()).device
 
     @property
-    @abstractmethod
     def dtype(self) -> torch.dtype:
         """The model's compute dtype (pixel values are cast to it)."""
+        return next(self.model.parameters()).dtype
 
-    @abstractmethod
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> ClipEncoder:
         """Move (and optionally cast) the model; returns ``self``."""
+        self.model.to(device=device, dtype=dtype)
+        return self
 
     @abstractmethod
     def _text_features(self, texts: list[str]) -> torch.Tensor:
@@ -214,18 +217,6 @@ class HFClipEncoder(ClipEncoder):
     def embed_dim(self) -> int:
         return int(self.model.text_projection.out_features)
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
-
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> HFClipEncoder:
-        self.model.to(device=device, dtype=dtype)
-        return self
-
     def _text_features(self, texts: list[str]) -> torch.Tensor:
         tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
                                 return_tensors="pt").to(self.device)
@@ -348,18 +339,6 @@ class OpenClipEncoder(ClipEncoder):
     @property
     def embed_dim(self) -> int:
         return self._embed_dim
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
-
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> OpenClipEncoder:
-        self.model.to(device=device, dtype=dtype)
-        return self
 
     def _text_features(self, texts: list[str]) -> torch.Tensor:
         tokens = self.tokenizer(texts).to(self.device)
