@@ -93,15 +93,12 @@ def score_geneval(records: list[SuiteRecord], images) -> dict:
 
 
 def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Fréchet distance between Gaussians fitted to feature sets ``a [N, D]`` and ``b [M, D]``."""
+    """Fréchet distance between Gaussians fitted to feature sets ``a [N, D]`` and ``b [M, D]``
+    (the formula lives in :func:`safediffusion.eval.metrics.frechet_distance`)."""
+    from safediffusion.eval.metrics import frechet_distance as fd
+
     a, b = a.double().cpu().numpy(), b.double().cpu().numpy()
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    sa, sb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    w, v = np.linalg.eigh(sa)
-    sqrt_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    m = sqrt_a @ sb @ sqrt_a
-    tr_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)).sum()
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(sa) + np.trace(sb) - 2 * tr_sqrt)
+    return fd(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
 
 
 @torch.no_grad()
