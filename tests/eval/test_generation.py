@@ -17,7 +17,7 @@ from safediffusion.eval.generation import (
     build_pipeline,
     generate_images,
     make_scheduler,
-    sample_pixel_space,
+    sample_images,
 )
 from safediffusion.eval.suites import PromptRecord
 
@@ -109,7 +109,7 @@ def test_own_loop_matches_diffusers_pipeline(tiny_bundle):
     sched = make_scheduler("ddim", tiny_bundle.scheduler.config)
     cond = tiny_bundle.encode_prompts(["a cat", "a dog"])
     uncond = tiny_bundle.encode_prompts(["", ""])
-    ours = sample_pixel_space(tiny_bundle, sched, cond, uncond,
+    ours = sample_images(tiny_bundle, sched, cond, uncond,
                               [torch.Generator().manual_seed(s) for s in (3, 4)], steps=4, guidance=6.0)
     pipe = build_pipeline(tiny_bundle, make_scheduler("ddim", tiny_bundle.scheduler.config))
     ref = pipe(prompt_embeds=cond, negative_prompt_embeds=uncond, guidance_scale=6.0, num_inference_steps=4,

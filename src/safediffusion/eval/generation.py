@@ -7,7 +7,7 @@ scale are batched together (the scale is one number per pipeline call).
 
 Bundles with a VAE run through diffusers' ``StableDiffusionPipeline`` built from the bundle's parts, with
 the selected scheduler (``lms`` is the I2P convention; ``ddim``, ``pndm``, ``euler``, ``euler_a``, ``dpm``,
-``heun``, ``ddpm``, ``unipc``). Pixel-space bundles (``vae is None``) use :func:`sample_pixel_space`, a plain
+``heun``, ``ddpm``, ``unipc``). Pixel-space bundles (``vae is None``) use :func:`sample_images`, a plain
 scheduler loop with classifier-free guidance.
 
 Layout of ``out_dir``::
@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from safediffusion.errors import UserError
 from safediffusion.eval.suites import PromptRecord
 from safediffusion.models.bundle import ModelBundle
+from safediffusion.sampling.guidance import guided_noise_pred
 
 
 def _scheduler_classes() -> dict[str, type]:
@@ -159,16 +160,20 @@ def plan_images(records: Sequence[PromptRecord], settings: GenerationSettings) -
 
 
 @torch.no_grad()
-def sample_pixel_space(bundle: ModelBundle, scheduler: Any, cond: torch.Tensor, uncond: torch.Tensor,
-                       generators: list[torch.Generator], steps: int, guidance: float,
-                       resolution: int | None = None) -> torch.Tensor:
+def sample_images(bundle: ModelBundle, scheduler: Any, cond: torch.Tensor, uncond: torch.Tensor | None,
+                  generators: list[torch.Generator], steps: int, guidance: float,
+                  resolution: int | None = None) -> torch.Tensor:
     """Sample ``[B, 3, H, W]`` images in [0, 1] with a scheduler loop and classifier-free guidance.
 
-    ``x_T ~ N(0, I) * init_noise_sigma`` drawn per image from its generator; at each timestep ``t``
-    ``eps = eps(x_t, ∅) + w (eps(x_t, c) - eps(x_t, ∅))`` (no guidance when ``w <= 1``) and
+    ``x_T ~ N(0, I) * init_noise_sigma`` drawn per image from its generator (shape ``bundle.latent_shape``);
+    at each timestep ``t`` ``eps = eps(x_t, ∅) + w (eps(x_t, c) - eps(x_t, ∅))`` (one batched call, see
+    :func:`safediffusion.sampling.guidance.guided_noise_pred`; no guidance when ``w <= 1``) and
     ``x_{t-1} = scheduler.step(eps, t, x_t)`` (DDIM: deterministic, eta = 0). The result goes through
-    ``bundle.decode`` (identity for pixel-space models). Used for bundles without a VAE, where diffusers'
-    SD pipeline does not apply.
+    ``bundle.decode`` (VAE decode, or the identity for pixel-space models). Used for bundles without a VAE,
+    where diffusers' SD pipeline does not apply, and by the miniature world's evaluation.
+
+    Args:
+        cond: text states ``[B, L, D]``; uncond: ``[B, L, D]`` or ``[1, L, D]`` (broadcast), or ``None``.
     """
     device, dtype = bundle.device, bundle.unet.dtype
     c, h, w = bundle.latent_shape(resolution)
@@ -176,16 +181,11 @@ def sample_pixel_space(bundle: ModelBundle, scheduler: Any, cond: torch.Tensor, 
     x = x.to(device=device, dtype=dtype)
     scheduler.set_timesteps(steps, device=device)
     x = x * scheduler.init_noise_sigma
-    use_cfg = guidance > 1.0
-    context = torch.cat([uncond, cond]) if use_cfg else cond
+    cond = cond.to(dtype)
+    uncond = uncond.to(dtype) if uncond is not None else None
     extra = {"generator": generators} if "generator" in _step_params(scheduler) else {}
     for t in scheduler.timesteps:
-        inp = torch.cat([x, x]) if use_cfg else x
-        inp = scheduler.scale_model_input(inp, t)
-        eps = bundle.unet(inp, t, encoder_hidden_states=context.to(dtype)).sample
-        if use_cfg:
-            eps_u, eps_c = eps.chunk(2)
-            eps = eps_u + guidance * (eps_c - eps_u)
+        eps = guided_noise_pred(bundle.unet, scheduler.scale_model_input(x, t), t, cond, uncond, guidance)
         x = scheduler.step(eps, t, x, **extra).prev_sample
     return bundle.decode(x)
 
@@ -253,7 +253,7 @@ class ImageGenerator:
                                generator=generators, output_type="np").images
             images = np.asarray(images, dtype=np.float32)
         else:
-            out = sample_pixel_space(self.bundle, self.scheduler, cond, uncond, generators,
+            out = sample_images(self.bundle, self.scheduler, cond, uncond, generators,
                                      self.settings.steps, guidance, res)
             images = out.permute(0, 2, 3, 1).float().cpu().numpy()
         return (np.clip(images, 0, 1) * 255).round().astype(np.uint8)

@@ -25,6 +25,7 @@ import torch
 from diffusers import DDIMScheduler
 from tqdm.auto import tqdm
 
+from safediffusion.eval.generation import sample_images
 from safediffusion.mini.detector import check, detect
 from safediffusion.mini.render import realize, render_batch, to_tensor
 from safediffusion.mini.suites import SuiteRecord, build_suite
@@ -36,23 +37,14 @@ def generate(bundle, prompts: list[str], seeds: list[int], num_steps: int = 20, 
              batch_size: int = 64, progress: bool = True) -> torch.Tensor:
     """Images ``[N, 3, H, W]`` in [0, 1] (DDIM eta 0 with CFG, per-image seeded noise; see module doc)."""
     scheduler = DDIMScheduler.from_config(bundle.scheduler.config)
-    shape = bundle.latent_shape()
-    device = bundle.device
     uncond = bundle.encode_prompts([""])
     out = []
     for i in tqdm(range(0, len(prompts), batch_size), desc="generating", disable=not progress):
         batch_prompts, batch_seeds = prompts[i:i + batch_size], seeds[i:i + batch_size]
-        cond = bundle.encode_prompts(batch_prompts)
-        ctx = torch.cat([uncond.expand(len(batch_prompts), -1, -1), cond])
-        x = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s)))
-                         for s in batch_seeds]).to(device)
-        scheduler.set_timesteps(num_steps)
-        x = x * scheduler.init_noise_sigma
-        for t in scheduler.timesteps:
-            eps_u, eps_c = bundle.unet(torch.cat([x, x]), t, ctx).sample.chunk(2)
-            eps = eps_u + guidance_scale * (eps_c - eps_u)
-            x = scheduler.step(eps, t, x, eta=0.0).prev_sample
-        out.append(bundle.decode(x).cpu())
+        generators = [torch.Generator().manual_seed(int(s)) for s in batch_seeds]
+        images = sample_images(bundle, scheduler, bundle.encode_prompts(batch_prompts), uncond, generators,
+                               num_steps, guidance_scale)
+        out.append(images.float().cpu())
     return torch.cat(out)
 
 
