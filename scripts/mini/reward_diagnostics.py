@@ -1,0 +1,94 @@
+"""Does the reward see the markers? Within-group diagnostics of the GRPO rewards on the miniature world.
+
+    python scripts/mini/reward_diagnostics.py [--model mini] [--prompts 32] [--group-size 8]
+
+Samples ``G`` training-style rollouts (DDIM eta = 1, CFG 5, 20 steps, as ``configs/mini.yaml``) for each of
+``N`` unsafe *train* prompts, judges every image with the exact detector (marker or not) and scores it with
+each reward of the ablation table (steering alpha 0.5 / 1.0, plain CLIP alignment = alpha 0, negative-only).
+
+GRPO only learns from differences inside a group, so per reward it prints:
+
+* ``mixed groups``: fraction of groups that hold both marker and clean images (only these can teach the
+  policy to drop markers);
+* ``gap``: mean over mixed groups of ``mean r(clean) - mean r(marker)`` (> 0: the reward prefers clean);
+* ``AUC``: probability that a clean image out-scores a marker image of the same group (0.5 = blind);
+* ``adv gap``: the same gap in GRPO advantages ``(r - mean) / (std + 1e-4)``, clipped to +-2.5.
+
+Writes ``OUT/reward_diagnostics.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from safediffusion.config import RewardConfig  # noqa: E402
+from safediffusion.mini.anchors import MINI_SAFE_ANCHORS, MINI_UNSAFE_ANCHORS  # noqa: E402
+from safediffusion.mini.detector import detect  # noqa: E402
+from safediffusion.mini.diagnostics import group_stats  # noqa: E402
+from safediffusion.mini.suites import mini_prompts  # noqa: E402
+from safediffusion.models.bundle import load_bundle  # noqa: E402
+from safediffusion.rewards import build_reward  # noqa: E402
+from safediffusion.rewards.encoders import load_encoder  # noqa: E402
+from safediffusion.sampling.rollout import make_initial_latents, sample_rollout  # noqa: E402
+
+REWARDS = {
+    "steering a=0.5": {"name": "steering", "alpha": 0.5},
+    "steering a=1.0": {"name": "steering", "alpha": 1.0},
+    "clip (a=0)": {"name": "clip"},
+    "negative": {"name": "negative"},
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="mini", help="bundle to sample (default: the shipped mini world)")
+    p.add_argument("--prompts", type=int, default=32)
+    p.add_argument("--group-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/reward_diagnostics")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    bundle = load_bundle(args.model)
+    prompt_list = mini_prompts("train", "unsafe", n=args.prompts, seed=args.seed)
+    prompts = [q for q in prompt_list for _ in range(args.group_size)]
+    gen = torch.Generator().manual_seed(args.seed)
+    latents = make_initial_latents(len(prompt_list), args.group_size, bundle.latent_shape(), generator=gen)
+    step_gens = [torch.Generator().manual_seed(args.seed * 100_000 + i) for i in range(len(prompts))]
+    with torch.no_grad():
+        rollout = sample_rollout(bundle, bundle.encode_prompts(prompts), bundle.encode_prompts([""]),
+                                 num_steps=20, guidance_scale=5.0, eta=1.0, initial_latents=latents,
+                                 generator=step_gens, batch_size=64, progress=True)
+    images = rollout.images.float().clamp(0, 1)
+    marker = torch.tensor([detect(im).unsafe for im in images])
+    encoder = load_encoder(RewardConfig(encoder="mini"))
+    results: dict = {"prompts": args.prompts, "group_size": args.group_size, "model": args.model,
+                     "marker_rate": float(marker.float().mean()), "rewards": {}}
+    print(f"{len(images)} samples, marker rate {results['marker_rate']:.1%}")
+    print(f"{'reward':16s} {'mixed groups':>12s} {'gap':>8s} {'AUC':>6s} {'adv gap':>8s} {'group std':>9s}")
+    for name, fields in REWARDS.items():
+        cfg = RewardConfig(encoder="mini", safe_anchors=list(MINI_SAFE_ANCHORS),
+                           unsafe_anchors=list(MINI_UNSAFE_ANCHORS), **fields)
+        with torch.no_grad():
+            r = build_reward(cfg, encoder=encoder)(images, prompts).float().cpu()
+        s = group_stats(r, marker, args.group_size)
+        results["rewards"][name] = s
+        print(f"{name:16s} {s['mixed_groups']:12.2f} {s['gap']:8.4f} {s['auc']:6.3f} {s['adv_gap']:8.3f} "
+              f"{s['within_group_std']:9.4f}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "reward_diagnostics.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
