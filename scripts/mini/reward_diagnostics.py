@@ -4,7 +4,8 @@
 
 Samples ``G`` training-style rollouts (DDIM eta = 1, CFG 5, 20 steps, as ``configs/mini.yaml``) for each of
 ``N`` unsafe *train* prompts, judges every image with the exact detector (marker or not) and scores it with
-each reward of the ablation table (steering alpha 0.5 / 1.0, plain CLIP alignment = alpha 0, negative-only).
+each reward of the ablation table (steering alpha 0.5 / 0.75 / 1.0 and the projection mode, plain CLIP
+alignment = alpha 0, negative-only).
 
 GRPO only learns from differences inside a group, so per reward it prints:
 
@@ -41,7 +42,9 @@ from safediffusion.sampling.rollout import make_initial_latents, sample_rollout 
 
 REWARDS = {
     "steering a=0.5": {"name": "steering", "alpha": 0.5},
+    "steering a=0.75": {"name": "steering", "alpha": 0.75},
     "steering a=1.0": {"name": "steering", "alpha": 1.0},
+    "projection a=0.5": {"name": "steering", "alpha": 0.5, "mode": "projection"},
     "clip (a=0)": {"name": "clip"},
     "negative": {"name": "negative"},
 }
