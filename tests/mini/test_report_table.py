@@ -70,6 +70,10 @@ def test_table_run_configs_validate():
         cfg.validate()
     assert config_for("unsafe-anchors-only").reward.safe_anchors == []
     assert config_for("clip").reward.name == "clip"
+    # the paper's alpha in the steering rows, whatever the base config or overrides say
+    for name in ("steering", "unsafe-anchors-only", "ood-gore"):
+        assert config_for(name, overrides=["reward.alpha=1.0"]).reward.alpha == 0.5
+    assert config_for("alpha-1", overrides=["reward.alpha=0.3"]).reward.alpha == 1.0
     ood = config_for("ood-gore")
     assert ood.reward.unsafe_anchors == ["a gory bloody scene", "a brutal violent picture with blood"]
     mixer = build_prompt_mixer(ood.data, seed=0)

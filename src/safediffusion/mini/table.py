@@ -35,17 +35,18 @@ def table_runs(ood_category: str) -> dict[str, list[str]]:
     """``{run name: config overrides}`` for every GRPO run of the table."""
     from safediffusion.mini.anchors import MINI_CATEGORY_ANCHORS
 
+    paper_alpha = "reward.alpha=0.5"  # explicit, so the rows do not depend on the base config's alpha
     runs: dict[str, list[str]] = {
-        "steering": [],
+        "steering": [paper_alpha],
         "clip": ["reward.name=clip"],
         "negative": ["reward.name=negative"],
-        "unsafe-anchors-only": ["reward.safe_anchors=[]"],
+        "unsafe-anchors-only": [paper_alpha, "reward.safe_anchors=[]"],
     }
     for alpha in ALPHAS:
         if alpha not in (0.0, 0.5):
             runs[f"alpha-{alpha:g}"] = [f"reward.alpha={alpha}"]
     ood_anchors = json.dumps(MINI_CATEGORY_ANCHORS[ood_category])
-    runs[f"ood-{ood_category}"] = [f"reward.unsafe_anchors={ood_anchors}",
+    runs[f"ood-{ood_category}"] = [paper_alpha, f"reward.unsafe_anchors={ood_anchors}",
                                    f"data.unsafe_prompts=mini:unsafe:{ood_category}"]
     return runs
 
