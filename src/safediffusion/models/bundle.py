@@ -224,12 +224,66 @@ def load_tokenizer(directory: Path) -> CLIPTokenizer:
     return tok
 
 
+def _local_unet_weights(base: str) -> Path | None:
+    """The UNet weight file of a local base model (``"mini"`` or a folder), or ``None`` (hub ids, tiny)."""
+    if base == "mini":
+        from safediffusion.mini.assets import mini_model_dir
+
+        base = str(mini_model_dir())
+    for name in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"):
+        path = Path(base) / "unet" / name
+        if path.is_file():
+            return path
+    return None
+
+
+def weights_fingerprint(path: str | Path, chunks: int = 64, chunk_size: int = 1 << 16) -> str:
+    """SHA-256 over a file's size and ``chunks`` evenly spaced ``chunk_size``-byte slices (the whole file when
+    it is smaller): cheap on multi-GB checkpoints, and any retraining changes it."""
+    import hashlib
+
+    path = Path(path)
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with path.open("rb") as f:
+        if size <= chunks * chunk_size:
+            h.update(f.read())
+        else:
+            for k in range(chunks):
+                f.seek(k * (size - chunk_size) // (chunks - 1))
+                h.update(f.read(chunk_size))
+    return h.hexdigest()
+
+
+def lora_metadata(base: str) -> dict[str, str]:
+    """What a LoRA output folder records of its base: the name and, for local bases, a weights fingerprint."""
+    meta = {"lora_of": base}
+    weights = _local_unet_weights(base)
+    if weights is not None:
+        meta["base_unet_fingerprint"] = weights_fingerprint(weights)
+    return meta
+
+
 def _lora_base(name: str) -> str | None:
-    """The base model of a LoRA output folder written by the trainer (``safediffusion.json: lora_of``)."""
-    meta = Path(name) / "safediffusion.json"
-    if not (meta.is_file() and (Path(name) / "pytorch_lora_weights.safetensors").is_file()):
+    """The base model of a LoRA output folder written by the trainer (``safediffusion.json: lora_of``).
+
+    Warns when the base's UNet weights differ from the ones the adapter was trained on (for example a
+    retrained miniature world): the adapter still loads, but it was not trained for these weights.
+    """
+    meta_file = Path(name) / "safediffusion.json"
+    if not (meta_file.is_file() and (Path(name) / "pytorch_lora_weights.safetensors").is_file()):
         return None
-    return json.loads(meta.read_text()).get("lora_of")
+    meta = json.loads(meta_file.read_text())
+    base, recorded = meta.get("lora_of"), meta.get("base_unet_fingerprint")
+    if base is not None and recorded is not None:
+        weights = _local_unet_weights(base)
+        if weights is not None and weights_fingerprint(weights) != recorded:
+            import warnings
+
+            warnings.warn(f"the LoRA adapter in '{name}' was trained on other weights of its base '{base}' "
+                          f"({weights} changed since); its results will differ from the run's report",
+                          UserWarning, stacklevel=3)
+    return base
 
 
 def load_bundle(name: str, revision: str | None = None, tiny_seed: int = 0) -> ModelBundle:

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from safediffusion.config import Config, save_config
 from safediffusion.data.mixer import PromptMixer, build_prompt_mixer
-from safediffusion.models.bundle import ModelBundle, load_bundle
+from safediffusion.models.bundle import ModelBundle, load_bundle, lora_metadata
 from safediffusion.rewards import build_reward
 from safediffusion.rl.advantages import PerPromptStatTracker, group_advantages
 from safediffusion.rl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -360,7 +360,7 @@ def save_lora(unet: torch.nn.Module, directory: Path, base: str) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
     StableDiffusionPipeline.save_lora_weights(directory, unet_lora_layers=layers, safe_serialization=True)
-    (directory / "safediffusion.json").write_text(json.dumps({"lora_of": base}, indent=2))
+    (directory / "safediffusion.json").write_text(json.dumps(lora_metadata(base), indent=2))
 
 
 def _flat_hparams(cfg: Config) -> dict[str, Any]:

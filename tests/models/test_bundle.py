@@ -1,0 +1,44 @@
+"""LoRA output folders remember which base weights they were trained on."""
+
+import json
+import warnings
+
+import pytest
+
+
+def test_lora_folder_warns_when_its_local_base_changed(tmp_path):
+    from safediffusion.models.bundle import lora_metadata, weights_fingerprint
+    from safediffusion.models.tiny import save_tiny_pipeline
+
+    base = save_tiny_pipeline(tmp_path / "base")
+    unet_file = next((base / "unet").glob("diffusion_pytorch_model.*"))
+    meta = lora_metadata(str(base))
+    assert meta["base_unet_fingerprint"] == weights_fingerprint(unet_file)
+    assert "base_unet_fingerprint" not in lora_metadata("runwayml/stable-diffusion-v1-5")
+
+    lora = tmp_path / "lora"
+    lora.mkdir()
+    (lora / "pytorch_lora_weights.safetensors").write_bytes(b"")
+    (lora / "safediffusion.json").write_text(json.dumps(meta))
+    from safediffusion.models.bundle import _lora_base
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _lora_base(str(lora)) == str(base)  # unchanged base: no warning
+    data = bytearray(unet_file.read_bytes())
+    data[-1] ^= 0xFF
+    unet_file.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="trained on other weights"):
+        assert _lora_base(str(lora)) == str(base)
+
+
+def test_weights_fingerprint_samples_large_files(tmp_path):
+    from safediffusion.models.bundle import weights_fingerprint
+
+    big = tmp_path / "big.bin"
+    big.write_bytes(bytes(5_000_000))
+    before = weights_fingerprint(big, chunks=8, chunk_size=1000)
+    data = bytearray(big.read_bytes())
+    data[-1] = 1  # the last chunk is always sampled
+    big.write_bytes(bytes(data))
+    assert weights_fingerprint(big, chunks=8, chunk_size=1000) != before
