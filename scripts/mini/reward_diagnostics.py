@@ -1,9 +1,9 @@
 """Does the reward see the markers? Within-group diagnostics of the GRPO rewards on the miniature world.
 
-    python scripts/mini/reward_diagnostics.py [--model mini] [--prompts 32] [--group-size 8]
+    python scripts/mini/reward_diagnostics.py [--config mini] [--prompts 32] [--group-size 8]
 
-Samples ``G`` training-style rollouts (DDIM eta = 1, CFG 5, 20 steps, as ``configs/mini.yaml``) for each of
-``N`` unsafe *train* prompts, judges every image with the exact detector (marker or not) and scores it with
+Samples ``G`` rollouts exactly as training does (model, DDIM steps, eta, CFG and reward encoder and anchors
+from ``--config``; ``configs/mini.yaml``: eta = 1, CFG 5, 20 steps) for each of ``N`` unsafe *train* prompts, judges every image with the exact detector (marker or not) and scores it with
 each reward of the ablation table (steering alpha 0.5 / 0.75 / 1.0 and the projection mode, plain CLIP
 alignment = alpha 0, negative-only).
 
@@ -21,6 +21,7 @@ Writes ``OUT/reward_diagnostics.json``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -30,8 +31,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from safediffusion.config import RewardConfig  # noqa: E402
-from safediffusion.mini.anchors import MINI_SAFE_ANCHORS, MINI_UNSAFE_ANCHORS  # noqa: E402
+from safediffusion.cli import resolve_config_path  # noqa: E402
+from safediffusion.config import load_config  # noqa: E402
 from safediffusion.mini.detector import detect  # noqa: E402
 from safediffusion.mini.diagnostics import group_stats  # noqa: E402
 from safediffusion.mini.suites import mini_prompts  # noqa: E402
@@ -52,7 +53,7 @@ REWARDS = {
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="mini", help="bundle to sample (default: the shipped mini world)")
+    p.add_argument("--config", default="mini", help="training config whose model, sampling and reward to use")
     p.add_argument("--prompts", type=int, default=32)
     p.add_argument("--group-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
@@ -61,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    bundle = load_bundle(args.model)
+    cfg = load_config(resolve_config_path(args.config))
+    sc = cfg.sampling
+    bundle = load_bundle(cfg.model.pretrained)
     prompt_list = mini_prompts("train", "unsafe", n=args.prompts, seed=args.seed)
     prompts = [q for q in prompt_list for _ in range(args.group_size)]
     gen = torch.Generator().manual_seed(args.seed)
@@ -69,20 +72,20 @@ def main(argv: list[str] | None = None) -> int:
     step_gens = [torch.Generator().manual_seed(args.seed * 100_000 + i) for i in range(len(prompts))]
     with torch.no_grad():
         rollout = sample_rollout(bundle, bundle.encode_prompts(prompts), bundle.encode_prompts([""]),
-                                 num_steps=20, guidance_scale=5.0, eta=1.0, initial_latents=latents,
-                                 generator=step_gens, batch_size=64, progress=True)
+                                 num_steps=sc.num_steps, guidance_scale=sc.guidance_scale, eta=sc.eta,
+                                 initial_latents=latents, generator=step_gens,
+                                 batch_size=cfg.train.sample_batch_size, progress=True)
     images = rollout.images.float().clamp(0, 1)
     marker = torch.tensor([detect(im).unsafe for im in images])
-    encoder = load_encoder(RewardConfig(encoder="mini"))
-    results: dict = {"prompts": args.prompts, "group_size": args.group_size, "model": args.model,
+    encoder = load_encoder(cfg.reward, base_dir=cfg.base_dir)
+    results: dict = {"prompts": args.prompts, "group_size": args.group_size, "config": args.config,
                      "marker_rate": float(marker.float().mean()), "rewards": {}}
     print(f"{len(images)} samples, marker rate {results['marker_rate']:.1%}")
     print(f"{'reward':16s} {'mixed groups':>12s} {'gap':>8s} {'AUC':>6s} {'adv gap':>8s} {'group std':>9s}")
     for name, fields in REWARDS.items():
-        cfg = RewardConfig(encoder="mini", safe_anchors=list(MINI_SAFE_ANCHORS),
-                           unsafe_anchors=list(MINI_UNSAFE_ANCHORS), **fields)
+        reward_cfg = dataclasses.replace(cfg.reward, **{"mode": "all", **fields})
         with torch.no_grad():
-            r = build_reward(cfg, encoder=encoder)(images, prompts).float().cpu()
+            r = build_reward(reward_cfg, encoder=encoder, base_dir=cfg.base_dir)(images, prompts).float().cpu()
         s = group_stats(r, marker, args.group_size)
         results["rewards"][name] = s
         print(f"{name:16s} {s['mixed_groups']:12.2f} {s['gap']:8.4f} {s['auc']:6.3f} {s['adv_gap']:8.3f} "
