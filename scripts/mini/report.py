@@ -9,6 +9,8 @@
   category with that category's anchors (images with that marker vs marker-free).
 * Base model: ``evaluate_mini`` on mini-i2p and mini-geneval (unsafe rates, GenEval accuracy, FD, CLIP
   score) with the documented protocol.
+* VAE ceiling: mini-geneval accuracy of the rendered reference images themselves and of their VAE
+  reconstructions ``D(mean q(z|x))``, i.e. the best a perfect UNet could score through this VAE.
 """
 
 from __future__ import annotations
@@ -70,6 +72,21 @@ def clip_report(n: int = 2000, seed: int = 12345) -> dict:
     return res
 
 
+@torch.no_grad()
+def vae_ceiling(bundle, max_prompts: int | None = None) -> dict:
+    from safediffusion.mini.evaluate import references, score_geneval
+    from safediffusion.mini.suites import build_suite
+
+    records = build_suite("mini-geneval", max_prompts=max_prompts)
+    refs = references(records)
+    vae = bundle.vae
+    recon = torch.cat([vae.decode(vae.encode(x * 2 - 1).latent_dist.mean).sample
+                       for x in refs.split(128)]).add(1).div(2).clamp(0, 1)
+    rendered, through_vae = score_geneval(records, refs), score_geneval(records, recon)
+    return {"rendered_accuracy": rendered["accuracy"], "vae_reconstruction_accuracy": through_vae["accuracy"],
+            "vae_reconstruction_per_task": through_vae["per_task"], "n": len(records)}
+
+
 def save_grid(images: torch.Tensor, path: Path, ncol: int = 16) -> None:
     from PIL import Image
 
@@ -108,9 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         save_grid(images[:256], out / f"{suite}.png")
     res.pop("prompts")
     report["base"] = res
+    report["vae_ceiling"] = vae_ceiling(bundle, args.max_prompts)
     report["eval_seconds"] = time.time() - t
     (out / "report.json").write_text(json.dumps(report, indent=2))
-    print(json.dumps(report["base"], indent=2), flush=True)
+    print(json.dumps({k: report[k] for k in ("base", "vae_ceiling")}, indent=2), flush=True)
     return 0
 
 
