@@ -224,12 +224,18 @@ def load_tokenizer(directory: Path) -> CLIPTokenizer:
     return tok
 
 
-def _local_unet_weights(base: str) -> Path | None:
-    """The UNet weight file of a local base model (``"mini"`` or a folder), or ``None`` (hub ids, tiny)."""
-    if base == "mini":
+def _resolve_alias(name: str) -> str:
+    """``"mini"`` -> the shipped miniature-world folder; any other name unchanged."""
+    if name == "mini":
         from safediffusion.mini.assets import mini_model_dir
 
-        base = str(mini_model_dir())
+        return str(mini_model_dir())
+    return name
+
+
+def _local_unet_weights(base: str) -> Path | None:
+    """The UNet weight file of a local base model (``"mini"`` or a folder), or ``None`` (hub ids, tiny)."""
+    base = _resolve_alias(base)
     for name in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"):
         path = Path(base) / "unet" / name
         if path.is_file():
@@ -296,10 +302,7 @@ def load_bundle(name: str, revision: str | None = None, tiny_seed: int = 0) -> M
         from safediffusion.models.tiny import build_tiny_bundle
 
         return build_tiny_bundle(seed=tiny_seed)
-    if name == "mini":
-        from safediffusion.mini.assets import mini_model_dir
-
-        name = str(mini_model_dir())
+    name = _resolve_alias(name)
     lora = _lora_base(name)
     if lora is not None:
         bundle = load_bundle(lora, revision=None, tiny_seed=tiny_seed)
