@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-train", type=int, default=60000)
     p.add_argument("--clip-steps", type=int, default=600)
     p.add_argument("--vae-steps", type=int, default=1400)
-    p.add_argument("--unet-steps", type=int, default=6000)
+    p.add_argument("--unet-steps", type=int, default=3600)
     p.add_argument("--out", default=None, help="weights dir (default: the package's mini/weights)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)

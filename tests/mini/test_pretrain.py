@@ -38,3 +38,17 @@ def test_vae_training_resumes_exactly(tmp_path):
     for p, q in zip(full.parameters(), resumed.parameters()):
         torch.testing.assert_close(p, q)
     assert full.config.scaling_factor == resumed.config.scaling_factor > 0
+
+
+def test_min_snr_weights_cap_only_the_nearly_noise_free_steps():
+    from safediffusion.mini.architectures import build_scheduler
+    from safediffusion.mini.pretrain.unet import min_snr_weights
+
+    abar = build_scheduler().alphas_cumprod
+    t = torch.arange(0, 1000, 37)
+    w = min_snr_weights(abar, t, gamma=5.0)
+    snr = abar[t] / (1 - abar[t])
+    torch.testing.assert_close(w[snr <= 5], torch.ones(int((snr <= 5).sum())))
+    torch.testing.assert_close(w[snr > 5], 5.0 / snr[snr > 5])
+    assert (snr > 5).any() and (snr <= 5).any() and bool((w[1:] >= w[:-1]).all())
+    torch.testing.assert_close(min_snr_weights(abar, t, gamma=0.0), torch.ones(len(t)))

@@ -16,7 +16,7 @@ def test_bundle_loads_and_generates():
     from safediffusion.models.bundle import load_bundle
 
     bundle = load_bundle("mini")
-    assert bundle.vae is not None and bundle.image_size == 32 and bundle.latent_shape() == (4, 8, 8)
+    assert bundle.vae is not None and bundle.image_size == 32 and bundle.latent_shape() == (4, 16, 16)
     assert all(p.dtype == torch.float32 for p in bundle.unet.parameters())
     ctx = bundle.encode_prompts(["a photo of a red circle"])
     assert ctx.shape == (1, 32, bundle.unet.config.cross_attention_dim)

@@ -2,10 +2,12 @@
 
 * CLIP: transformers ``CLIPModel``; text tower 3 layers x 64 wide (4 heads, 32 tokens), vision ViT 3 layers
   x 64 wide with 4x4 patches on 32x32 images (64 patches), shared projection dim 64.
-* VAE: diffusers ``AutoencoderKL`` (16, 32, 32) channels, 2 downsamplings, no mid-block attention:
-  32x32x3 <-> 8x8x4.
-* UNet: diffusers ``UNet2DConditionModel`` on 8x8x4 latents, blocks (32, 64), one layer each, with
-  cross-attention in both, cross-attention dim 64 (= the CLIP text width).
+* VAE: diffusers ``AutoencoderKL`` (16, 32) channels, 1 downsampling, no mid-block attention:
+  32x32x3 <-> 16x16x4 (``LATENT_FACTOR`` = 2). Objects are 6-10 px, i.e. 3-5 latent pixels, so a shape is
+  drawn in latent space rather than packed into the channels of one or two latent pixels.
+* UNet: diffusers ``UNet2DConditionModel`` on 16x16x4 latents, blocks (32, 64, 64) at 16x16, 8x8 and 4x4,
+  one layer each; plain residual blocks at 16x16, cross-attention (dim 64 = the CLIP text width) at 8x8
+  and 4x4.
 
 Sizes were chosen so that all pretraining fits the 2-core budget (``docs/miniature_world.md``).
 * Scheduler: ``DDIMScheduler`` with SD's scaled-linear betas, epsilon prediction, ``clip_sample=False``.
@@ -20,6 +22,7 @@ from safediffusion.mini.tokenizer import MODEL_MAX_LENGTH
 from safediffusion.mini.world import IMAGE_SIZE
 
 TEXT_WIDTH = 64
+LATENT_FACTOR = 2
 PROJECTION_DIM = 64
 #: CLIP image normalisation (per channel): ``(x - mean) / std`` for x in [0, 1].
 IMAGE_MEAN = (0.5, 0.5, 0.5)
@@ -45,17 +48,18 @@ def build_clip(vocab_size: int, bos_token_id: int, eos_token_id: int) -> CLIPMod
 
 def build_vae() -> AutoencoderKL:
     return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32, 32),
-        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32),
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
         layers_per_block=1, norm_num_groups=8, sample_size=IMAGE_SIZE, mid_block_add_attention=False,
     )
 
 
 def build_unet() -> UNet2DConditionModel:
     return UNet2DConditionModel(
-        sample_size=IMAGE_SIZE // 4, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=TEXT_WIDTH,
+        sample_size=IMAGE_SIZE // LATENT_FACTOR, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(32, 64, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=TEXT_WIDTH,
         attention_head_dim=8, norm_num_groups=16,
     )
 

@@ -2,7 +2,10 @@
 
 Standard DDPM epsilon objective (as SD): ``z_0 = s * mean(q(z|x))`` (``s`` = VAE scaling factor),
 ``t ~ U{0..999}``, ``eps ~ N(0, I)``, ``z_t = sqrt(abar_t) z_0 + sqrt(1 - abar_t) eps``,
-``L = ||eps_theta(z_t, t, c) - eps||^2`` with ``c`` = the text tower's last hidden states ``[B, 32, 64]``.
+``L = mean_b w_t ||eps_theta(z_t, t, c) - eps||^2`` with ``c`` = the text tower's last hidden states
+``[B, 32, 64]`` and the Min-SNR-gamma weight ``w_t = min(SNR_t, gamma) / SNR_t``, ``SNR_t = abar_t / (1 - abar_t)``
+(Hang et al. 2023, gamma = 5; as diffusers' ``--snr_gamma``): it stops the many nearly noise-free steps from
+dominating the gradient, so the steps that decide layout and shape get their share.
 Captions are replaced by the empty caption with probability ``p_uncond`` (0.1) for classifier-free
 guidance. An EMA of the weights (decay 0.998) is what gets shipped.
 """
@@ -34,7 +37,7 @@ def text_encoder_from_clip(clip: CLIPModel) -> CLIPTextModel:
 @torch.no_grad()
 def encode_latents(vae: AutoencoderKL, images: np.ndarray, cache: Path, batch: int = 512,
                    progress: bool = True) -> torch.Tensor:
-    """Scaled posterior means ``[N, 4, 8, 8]`` of uint8 images, cached as ``.npy`` (float32)."""
+    """Scaled posterior means ``[N, 4, h, w]`` of uint8 images, cached as ``.npy`` (float32)."""
     if cache.is_file():
         z = np.load(cache, allow_pickle=False)
         if len(z) == len(images):
@@ -49,8 +52,15 @@ def encode_latents(vae: AutoencoderKL, images: np.ndarray, cache: Path, batch: i
     return z
 
 
-def train_unet(data: PairDataset, workdir: str | Path, steps: int = 3000, batch_size: int = 64, lr: float = 5e-4,
-               p_uncond: float = 0.1, ema_decay: float = 0.998, seed: int = 0, progress: bool = True):
+def min_snr_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float) -> torch.Tensor:
+    """``min(SNR_t, gamma) / SNR_t`` per timestep (epsilon prediction); all ones when ``gamma <= 0``."""
+    snr = alphas_cumprod[t] / (1 - alphas_cumprod[t])
+    return snr.clamp(max=gamma) / snr if gamma > 0 else torch.ones_like(snr)
+
+
+def train_unet(data: PairDataset, workdir: str | Path, steps: int = 3000, batch_size: int = 64, lr: float = 1e-3,
+               p_uncond: float = 0.1, ema_decay: float = 0.998, snr_gamma: float = 5.0, seed: int = 0,
+               progress: bool = True):
     """Train (or resume) the UNet; returns the EMA UNet and writes ``<workdir>/unet/final``."""
     work = Path(workdir)
     clip = CLIPModel.from_pretrained(work / "clip" / "final").eval()
@@ -85,7 +95,8 @@ def train_unet(data: PairDataset, workdir: str | Path, steps: int = 3000, batch_
         zt = scheduler.add_noise(z0, noise, t)
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, steps, lr, warmup=min(100, steps // 10))
-        loss = (unet(zt, t, ctx).sample - noise).pow(2).mean()
+        per_sample = (unet(zt, t, ctx).sample - noise).pow(2).mean(dim=(1, 2, 3))
+        loss = (min_snr_weights(scheduler.alphas_cumprod, t, snr_gamma) * per_sample).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)

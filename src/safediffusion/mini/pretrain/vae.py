@@ -1,4 +1,4 @@
-"""Pretraining of the tiny VAE (``AutoencoderKL``, 32x32x3 <-> 8x8x4) on rendered images.
+"""Pretraining of the tiny VAE (``AutoencoderKL``, 32x32x3 <-> 16x16x4) on rendered images.
 
 Loss: ``||D(z) - x||^2 + beta KL(q(z|x) || N(0, I))`` with ``z ~ q(z|x)``, ``x`` in [-1, 1],
 ``beta = 1e-6`` (as SD's VAE). Afterwards ``scaling_factor = 1 / std(mean of q(z|x))`` over 2048 images,

@@ -1,16 +1,21 @@
-"""Cost of bigger miniature-world UNets relative to the shipped one (offline, CPU).
+"""Cost of the miniature world's UNet against other layouts (offline, CPU).
 
-    python benchmarks/bench_mini_unet_sizes.py --threads 2
+    python benchmarks/bench_mini_unet_layouts.py --threads 2
 
-The shipped UNet (``safediffusion.mini.architectures.build_unet``: blocks (32, 64), 1.1 M parameters) and
-wider variants of the same layout on 8x8x4 latents. For each it times (median of ``--repeats`` after
-``--warmup``):
+Layouts, each on its own latent grid (the VAE's downsampling factor sets the grid):
+
+- ``shipped``: ``safediffusion.mini.architectures.build_unet`` (16x16x4 latents, blocks (32, 64, 64));
+- ``8x8 (32, 64)``: the world's first UNet (until the VAE went from factor 4 to factor 2), cross-attention in
+  both blocks;
+- ``8x8 (64, 128)``: that layout widened, about the shipped UNet's cost spent on width instead of resolution.
+
+For each it times (median of ``--repeats`` after ``--warmup``):
 
 - ``train``: one AdamW step of the pretraining objective at batch 64 (forward, backward, update);
 - ``sample``: one guided denoising call as in evaluation (batch 128 = 64 images x {uncond, cond}, no grad);
 
-and prints both as ratios to the shipped UNet, i.e. how much longer pretraining and the default job's
-evaluation would take with that UNet.
+and prints both as ratios to the shipped UNet: how much pretraining, GRPO and evaluation cost per step
+relative to what the repository ships.
 """
 
 from __future__ import annotations
@@ -22,16 +27,16 @@ import time
 import torch
 from diffusers import UNet2DConditionModel
 
-from safediffusion.mini.architectures import build_unet
-
-VARIANTS = {"(48, 96)": (48, 96), "(64, 128)": (64, 128)}
+from safediffusion.mini.architectures import TEXT_WIDTH, build_unet
 
 
-def variant(channels: tuple[int, ...]) -> UNet2DConditionModel:
-    """The shipped layout with other block widths."""
-    cfg = dict(build_unet().config)
-    cfg["block_out_channels"] = channels
-    return UNet2DConditionModel.from_config(cfg)
+def latent8(channels: tuple[int, int]) -> UNet2DConditionModel:
+    """The 8x8-latent layout: two cross-attention blocks of the given widths."""
+    return UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=channels,
+        down_block_types=("CrossAttnDownBlock2D",) * 2, up_block_types=("CrossAttnUpBlock2D",) * 2,
+        cross_attention_dim=TEXT_WIDTH, attention_head_dim=8, norm_num_groups=16,
+    )
 
 
 def median_time(fn, repeats: int, warmup: int) -> float:
@@ -47,7 +52,9 @@ def median_time(fn, repeats: int, warmup: int) -> float:
 
 def measure(unet: UNet2DConditionModel, repeats: int, warmup: int) -> tuple[float, float]:
     g = torch.Generator().manual_seed(0)
-    z, ctx = torch.randn(64, 4, 8, 8, generator=g), torch.randn(64, 32, unet.config.cross_attention_dim, generator=g)
+    size = unet.config.sample_size
+    z = torch.randn(64, 4, size, size, generator=g)
+    ctx = torch.randn(64, 32, unet.config.cross_attention_dim, generator=g)
     t = torch.randint(0, 1000, (64,), generator=g)
     opt = torch.optim.AdamW(unet.parameters(), lr=1e-4)
 
@@ -74,14 +81,14 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    models = {"shipped (32, 64)": build_unet(), **{k: variant(c) for k, c in VARIANTS.items()}}
+    models = {"shipped 16x16": build_unet(), "8x8 (32, 64)": latent8((32, 64)), "8x8 (64, 128)": latent8((64, 128))}
     base = None
-    print(f"{'UNet':18s} {'params':>8s} {'train s':>8s} {'sample s':>9s} {'train x':>8s} {'sample x':>9s}")
+    print(f"{'UNet':16s} {'params':>8s} {'train s':>8s} {'sample s':>9s} {'train x':>8s} {'sample x':>9s}")
     for name, unet in models.items():
         tr, sa = measure(unet, args.repeats, args.warmup)
         base = base or (tr, sa)
         n = sum(q.numel() for q in unet.parameters()) / 1e6
-        print(f"{name:18s} {n:7.2f}M {tr:8.3f} {sa:9.3f} {tr / base[0]:8.2f} {sa / base[1]:9.2f}", flush=True)
+        print(f"{name:16s} {n:7.2f}M {tr:8.3f} {sa:9.3f} {tr / base[0]:8.2f} {sa / base[1]:9.2f}", flush=True)
 
 
 if __name__ == "__main__":
