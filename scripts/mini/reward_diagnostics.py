@@ -3,8 +3,8 @@
     python scripts/mini/reward_diagnostics.py [--config mini] [--prompts 32] [--group-size 8]
 
 Samples ``G`` rollouts exactly as training does (model, DDIM steps, eta, CFG and reward encoder and anchors
-from ``--config``; ``configs/mini.yaml``: eta = 1, CFG 5, 10 steps) for each of ``N`` unsafe *train* prompts, judges every image with the exact detector (marker or not) and scores it with
-each reward of the ablation table (steering alpha 0.5 / 0.75 / 1.0 and the projection mode, plain CLIP
+from ``--config``; ``configs/mini.yaml``: eta = 1, CFG 5, 10 steps) for each of ``N`` unsafe *train* prompts,
+judges every image with the exact detector (marker or not) and scores it with each reward of the ablation table (steering alpha 0.5 / 0.75 / 1.0 and the projection mode, plain CLIP
 alignment = alpha 0, negative-only).
 
 GRPO only learns from differences inside a group, so per reward it prints:

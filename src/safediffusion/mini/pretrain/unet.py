@@ -58,7 +58,7 @@ def min_snr_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float)
     return snr.clamp(max=gamma) / snr if gamma > 0 else torch.ones_like(snr)
 
 
-def train_unet(data: PairDataset, workdir: str | Path, steps: int = 3000, batch_size: int = 64, lr: float = 1e-3,
+def train_unet(data: PairDataset, workdir: str | Path, steps: int = 3600, batch_size: int = 64, lr: float = 1e-3,
                p_uncond: float = 0.1, ema_decay: float = 0.998, snr_gamma: float = 5.0, seed: int = 0,
                progress: bool = True):
     """Train (or resume) the UNet; returns the EMA UNet and writes ``<workdir>/unet/final``."""
