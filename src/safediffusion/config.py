@@ -120,6 +120,7 @@ class TrainConfig:
     sample_batch_size: int = 16
     train_batch_size: int = 8
     timestep_fraction: float = 0.98
+    timestep_window: float = 1.0
     inner_epochs: int = 1
     gradient_accumulation_steps: int = 1
     clip_range: float = 1e-4
@@ -149,6 +150,7 @@ class TrainConfig:
         _check(self.sample_batch_size >= 1, "train.sample_batch_size", "must be >= 1")
         _check(self.train_batch_size >= 1, "train.train_batch_size", "must be >= 1")
         _check(0 < self.timestep_fraction <= 1, "train.timestep_fraction", "must be in (0, 1]")
+        _check(0 < self.timestep_window <= 1, "train.timestep_window", "must be in (0, 1] (1 trains on every step)")
         _check(self.inner_epochs >= 1, "train.inner_epochs", "must be >= 1")
         _check(self.gradient_accumulation_steps >= 1, "train.gradient_accumulation_steps", "must be >= 1")
         _check(self.clip_range > 0, "train.clip_range", "must be > 0")

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.skipif(not (WEIGHTS_DIR / "pipeline" / "model_index.jso
                                 reason="shipped weights not trained yet: run `python scripts/mini/pretrain.py`")
 
 OVERRIDES = ["train.epochs=6", "train.prompts_per_epoch=4", "train.group_size=8", "train.train_batch_size=32",
-             "sampling.num_steps=10", "train.timestep_fraction=0.5", "data.unsafe_ratio=1.0",
+             "sampling.num_steps=10", "data.unsafe_ratio=1.0",
              "logging.progress=false", "logging.tensorboard=false", "eval.enabled=false",
              "train.checkpoint_every=100"]
 

@@ -77,6 +77,23 @@ def test_first_ratio_is_one(tmp_path):
     assert torch.allclose(lp, rollout.log_probs[:, 0], atol=1e-5)
 
 
+@pytest.mark.parametrize("window, touches_late_steps", [(0.5, False), (1.0, True)])
+def test_timestep_window_trains_only_the_first_steps(tmp_path, window, touches_late_steps):
+    """With ``train.timestep_window=0.5`` the update never reads the second half of the chain (poisoned here)."""
+    cfg = load_config("configs/tiny.yaml", ["train.epochs=1", "logging.tensorboard=false", "sampling.num_steps=4",
+                                             "train.timestep_fraction=1.0", f"train.timestep_window={window}"])
+    trainer = GRPOTrainer(cfg, tmp_path / "r")
+    assert (trainer.num_window_timesteps, trainer.num_train_timesteps) == ((2, 2) if window < 1 else (4, 4))
+    batch = trainer._rollout(0)
+    batch["rollout"].trajectory[:, 3:] = float("nan")  # x after step 2: read only by steps 2 and 3
+    batch["rollout"].log_probs[:, 2:] = float("nan")
+    advantages = torch.linspace(-1, 1, batch["rewards"].numel())
+    stats = trainer._update(0, batch, advantages)
+    finite = all(torch.isfinite(p).all() for p in trainer.params)
+    assert finite != touches_late_steps
+    assert bool(torch.isfinite(torch.tensor(stats["loss"]))) != touches_late_steps
+
+
 def test_resume_continues_to_identical_weights(tmp_path, tiny_run):
     """A run stopped after epoch 2 and re-run to epoch 3 equals the uninterrupted 3-epoch run."""
     out = tmp_path / "r"

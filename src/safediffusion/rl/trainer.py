@@ -1,7 +1,8 @@
 """The GRPO recipe: online RL post-training of a diffusion UNet with a (steering) reward.
 
 One epoch, per process (P = ``train.prompts_per_epoch`` prompts, G = ``train.group_size``, B = P*G, T = DDIM
-steps, K = ``int(T * train.timestep_fraction)``):
+steps, W = ``round(T * train.timestep_window)`` the first (noisiest) steps eligible for training,
+K = ``int(W * train.timestep_fraction)``):
 
 1. **Rollout.** B samples with DDIM (eta > 0) under CFG. Each step is a Gaussian transition
    ``p(x_{t-1} | x_t) = N(mu_theta(x_t, t, c), sigma_t^2 I)``; we keep ``x_t, x_{t-1}`` ``[B, T, C, h, w]`` and
@@ -10,7 +11,7 @@ steps, K = ``int(T * train.timestep_fraction)``):
    ``cos(z_img, normalize(z_text + alpha * v_safe))``).
 3. **Advantages.** ``A = clip((r - mean_group) / (std_group + eps), +-c)`` per prompt group (or per-prompt stats
    across epochs).
-4. **Update.** For every sample, a shuffled subset of K of its T transitions; for each minibatch and step the
+4. **Update.** For every sample, a shuffled subset of K of its first W transitions; for each minibatch and step the
    PPO-clip loss ``max(-A rho, -A clip(rho, 1-eps, 1+eps))`` with ``rho = exp(log p_theta - log p_old)``, plus
    ``beta * KL(p_theta || p_ref)`` (the frozen base: the LoRA adapter switched off, or a frozen copy of a fully
    fine-tuned UNet). Gradients accumulate over the K steps (and ``train.gradient_accumulation_steps``
@@ -133,8 +134,14 @@ class GRPOTrainer:
         return trackers
 
     @property
+    def num_window_timesteps(self) -> int:
+        """W: the first W denoising steps of a rollout are the ones trained on."""
+        return max(1, round(self.cfg.sampling.num_steps * self.cfg.train.timestep_window))
+
+    @property
     def num_train_timesteps(self) -> int:
-        return max(1, int(self.cfg.sampling.num_steps * self.cfg.train.timestep_fraction))
+        """K: transitions trained per sample and epoch, drawn from the first W steps."""
+        return max(1, int(self.num_window_timesteps * self.cfg.train.timestep_fraction))
 
     def _unwrapped(self) -> torch.nn.Module:
         return self.accelerator.unwrap_model(self.unet)
@@ -213,8 +220,8 @@ class GRPOTrainer:
         tc = cfg.train
         rollout = batch["rollout"]
         B = advantages.numel()
-        T = rollout.log_probs.shape[1]
-        K = self.num_train_timesteps
+        W = min(self.num_window_timesteps, rollout.log_probs.shape[1])
+        K = min(self.num_train_timesteps, W)
         gen = torch.Generator().manual_seed(_seed_for(cfg.seed, epoch, acc.process_index, 3))
         device = acc.device
         sums: dict[str, float] = {}
@@ -222,7 +229,7 @@ class GRPOTrainer:
         self.unet.train()
         for _inner in range(tc.inner_epochs):
             order = torch.randperm(B, generator=gen)
-            steps = torch.stack([torch.randperm(T, generator=gen)[:K] for _ in range(B)])  # [B, K]
+            steps = torch.stack([torch.randperm(W, generator=gen)[:K] for _ in range(B)])  # [B, K]
             minibatches = [order[i:i + tc.train_batch_size] for i in range(0, B, tc.train_batch_size)]
             micro = [(mb, j) for mb in minibatches for j in range(K)]
             per_update = K * tc.gradient_accumulation_steps

@@ -14,9 +14,7 @@ from __future__ import annotations
 import torch
 from diffusers import DDIMScheduler
 
-from safediffusion.sampling.ddim import ddim_coefficients, ddim_step_with_logprob
-from safediffusion.sampling.guidance import guided_noise_pred
-from safediffusion.sampling.rollout import make_sampling_scheduler
+from safediffusion.sampling.rollout import guided_transition, make_sampling_scheduler
 
 _SCHEDULERS: dict[tuple[str, int], DDIMScheduler] = {}
 
@@ -33,13 +31,6 @@ def policy_transition(unet: torch.nn.Module, scheduler: DDIMScheduler, latents: 
                       uncond_embeds: torch.Tensor | None, *, guidance_scale: float, eta: float,
                       num_steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(log_prob [B], mean [B, C, h, w], std [B, 1, 1, 1])``; differentiable w.r.t. the UNet."""
-    sched = _sampling_scheduler(scheduler, num_steps)
-    t_cpu = timesteps.cpu()
-    noise_pred = guided_noise_pred(unet, latents, timesteps.to(latents.device), cond_embeds, uncond_embeds,
-                                   guidance_scale)
-    _, log_prob = ddim_step_with_logprob(sched, noise_pred, t_cpu, latents, eta, prev_sample=next_latents)
-    # The mean is the step taken with zero noise: x_{t-1} = mean + std * 0.
-    zeros = torch.zeros_like(latents, dtype=torch.float32)
-    mean, _ = ddim_step_with_logprob(sched, noise_pred, t_cpu, latents.float(), eta, variance_noise=zeros)
-    std = ddim_coefficients(sched, t_cpu, eta).std
-    return log_prob, mean, std.to(latents.device).view(-1, *([1] * (latents.ndim - 1)))
+    transition = guided_transition(unet, _sampling_scheduler(scheduler, num_steps), latents, timesteps.cpu(),
+                                   cond_embeds, uncond_embeds, guidance_scale, eta)
+    return transition.log_prob(next_latents), transition.mean, transition.std_like(latents)

@@ -1,9 +1,17 @@
 """Stochastic DDIM rollouts with classifier-free guidance and per-step log-probabilities."""
 
-from safediffusion.sampling.ddim import DDIMCoefficients, check_eta, ddim_coefficients, ddim_step_with_logprob
+from safediffusion.sampling.ddim import (
+    DDIMCoefficients,
+    DDIMTransition,
+    check_eta,
+    ddim_coefficients,
+    ddim_step_with_logprob,
+    ddim_transition,
+)
 from safediffusion.sampling.guidance import guided_noise_pred
 from safediffusion.sampling.rollout import (
     Rollout,
+    guided_transition,
     make_initial_latents,
     make_sampling_scheduler,
     sample_rollout,
@@ -12,11 +20,14 @@ from safediffusion.sampling.rollout import (
 
 __all__ = [
     "DDIMCoefficients",
+    "DDIMTransition",
     "Rollout",
     "check_eta",
     "ddim_coefficients",
     "ddim_step_with_logprob",
+    "ddim_transition",
     "guided_noise_pred",
+    "guided_transition",
     "make_initial_latents",
     "make_sampling_scheduler",
     "sample_rollout",

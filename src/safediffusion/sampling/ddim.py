@@ -117,6 +117,83 @@ def ddim_coefficients(scheduler: DDIMScheduler, timestep: int | torch.Tensor, et
     )
 
 
+class DDIMTransition(NamedTuple):
+    """The Gaussian ``N(mean, std^2 I)`` of one DDIM step (notation of the module doc).
+
+    ``mean`` is ``[B, C, h, w]`` float32; ``std`` and ``log_std`` are Python floats (one timestep for the
+    batch) or float32 tensors ``[B]`` on the sample's device (one timestep per sample).
+    """
+
+    mean: torch.Tensor
+    std: float | torch.Tensor
+    log_std: float | torch.Tensor
+
+    def std_like(self, x: torch.Tensor) -> float | torch.Tensor:
+        """``std`` broadcastable against ``x [B, ...]``."""
+        if isinstance(self.std, torch.Tensor):
+            return self.std.view(-1, *([1] * (x.ndim - 1)))
+        return self.std
+
+    def log_prob(self, prev_sample: torch.Tensor) -> torch.Tensor:
+        """``log N(x_{t-1}; mean, std^2 I)`` averaged over the non-batch dimensions, ``[B]`` float32::
+
+            mean_d[-(x_d - mean_d)^2 / (2 std^2)] - log std - log sqrt(2 pi)
+        """
+        sq_err = (prev_sample.detach().float() - self.mean).square().flatten(1).mean(dim=1)
+        return -sq_err / (2 * self.std**2) - self.log_std - _LOG_SQRT_2PI
+
+
+def ddim_transition(scheduler: DDIMScheduler, noise_pred: torch.Tensor, timestep: int | torch.Tensor,
+                    sample: torch.Tensor, eta: float) -> DDIMTransition:
+    """The distribution of ``x_{t-1}`` given ``x_t = sample`` (arguments as in :func:`ddim_step_with_logprob`).
+
+    ``mean`` is differentiable w.r.t. ``noise_pred`` (and ``sample``); the arithmetic runs in float32.
+    """
+    check_eta(eta)
+    coefs = ddim_coefficients(scheduler, timestep, eta)
+    device = sample.device
+    if not (isinstance(timestep, torch.Tensor) and timestep.ndim == 1):
+        # one timestep for the batch: Python scalars (exact float32 values), no host-device copies
+        coefs = DDIMCoefficients(*(c.item() for c in coefs))
+        if not coefs.std > 0:
+            check_nonzero_noise(torch.tensor([coefs.std]), _as_timesteps(timestep))
+        std, log_std = coefs.std, math.log(coefs.std)
+    else:
+        if coefs.std.device.type == "cpu":  # a check on accelerator timesteps would force a host sync
+            check_nonzero_noise(coefs.std, _as_timesteps(timestep))
+        std = coefs.std.to(device, non_blocking=True)  # [B]
+        log_std = torch.log(coefs.std).to(device, non_blocking=True)
+        view = (-1,) + (1,) * (sample.ndim - 1)
+        coefs = DDIMCoefficients(*(c.to(device, non_blocking=True).view(view) for c in coefs))
+    x_t = sample.float()
+    model_output = noise_pred.float()
+
+    # predicted x_0 and eps, eq. 12 ("predicted x_0")
+    prediction_type = scheduler.config.prediction_type
+    if prediction_type == "epsilon":
+        pred_original_sample = (x_t - coefs.sqrt_beta_t * model_output) / coefs.sqrt_alpha_t
+        pred_epsilon = model_output
+    elif prediction_type == "sample":
+        pred_original_sample = model_output
+        pred_epsilon = (x_t - coefs.sqrt_alpha_t * pred_original_sample) / coefs.sqrt_beta_t
+    elif prediction_type == "v_prediction":
+        pred_original_sample = coefs.sqrt_alpha_t * x_t - coefs.sqrt_beta_t * model_output
+        pred_epsilon = coefs.sqrt_alpha_t * model_output + coefs.sqrt_beta_t * x_t
+    else:
+        raise UserError(f"unsupported prediction_type '{prediction_type}'",
+                        "use a scheduler with prediction_type epsilon, v_prediction or sample")
+
+    if scheduler.config.thresholding:
+        pred_original_sample = scheduler._threshold_sample(pred_original_sample)
+    elif scheduler.config.clip_sample:
+        r = scheduler.config.clip_sample_range
+        pred_original_sample = pred_original_sample.clamp(-r, r)
+
+    # mean of x_{t-1}: sqrt(a_prev) x0_hat + sqrt(1 - a_prev - std^2) eps
+    mean = coefs.sqrt_alpha_prev * pred_original_sample + coefs.direction * pred_epsilon
+    return DDIMTransition(mean, std, log_std)
+
+
 def ddim_step_with_logprob(
     scheduler: DDIMScheduler,
     noise_pred: torch.Tensor,
@@ -157,62 +234,13 @@ def ddim_step_with_logprob(
     check_eta(eta)
     if generator is not None and variance_noise is not None:
         raise UserError("both generator and variance_noise were given", "pass only one of them")
-
-    coefs = ddim_coefficients(scheduler, timestep, eta)
-    device = sample.device
-    if not (isinstance(timestep, torch.Tensor) and timestep.ndim == 1):
-        # one timestep for the batch: Python scalars (exact float32 values), no host-device copies
-        coefs = DDIMCoefficients(*(c.item() for c in coefs))
-        if not coefs.std > 0:
-            check_nonzero_noise(torch.tensor([coefs.std]), _as_timesteps(timestep))
-        log_std = math.log(coefs.std)
-        var_b = coefs.std**2
-    else:
-        if coefs.std.device.type == "cpu":  # a check on accelerator timesteps would force a host sync
-            check_nonzero_noise(coefs.std, _as_timesteps(timestep))
-        log_std = torch.log(coefs.std)
-        var_b = coefs.std.to(device, non_blocking=True) ** 2  # [B]
-        log_std = log_std.to(device, non_blocking=True)
-        view = (-1,) + (1,) * (sample.ndim - 1)
-        coefs = DDIMCoefficients(*(c.to(device, non_blocking=True).view(view) for c in coefs))
-    x_t = sample.float()
-    model_output = noise_pred.float()
-
-    # predicted x_0 and eps, eq. 12 ("predicted x_0")
-    prediction_type = scheduler.config.prediction_type
-    if prediction_type == "epsilon":
-        pred_original_sample = (x_t - coefs.sqrt_beta_t * model_output) / coefs.sqrt_alpha_t
-        pred_epsilon = model_output
-    elif prediction_type == "sample":
-        pred_original_sample = model_output
-        pred_epsilon = (x_t - coefs.sqrt_alpha_t * pred_original_sample) / coefs.sqrt_beta_t
-    elif prediction_type == "v_prediction":
-        pred_original_sample = coefs.sqrt_alpha_t * x_t - coefs.sqrt_beta_t * model_output
-        pred_epsilon = coefs.sqrt_alpha_t * model_output + coefs.sqrt_beta_t * x_t
-    else:
-        raise UserError(f"unsupported prediction_type '{prediction_type}'",
-                        "use a scheduler with prediction_type epsilon, v_prediction or sample")
-
-    if scheduler.config.thresholding:
-        pred_original_sample = scheduler._threshold_sample(pred_original_sample)
-    elif scheduler.config.clip_sample:
-        r = scheduler.config.clip_sample_range
-        pred_original_sample = pred_original_sample.clamp(-r, r)
-
-    # mean of x_{t-1}: sqrt(a_prev) x0_hat + sqrt(1 - a_prev - std^2) eps
-    mean = coefs.sqrt_alpha_prev * pred_original_sample + coefs.direction * pred_epsilon
-
+    transition = ddim_transition(scheduler, noise_pred, timestep, sample, eta)
     if prev_sample is None:
         if variance_noise is None:
-            variance_noise = randn_tensor(noise_pred.shape, generator=generator, device=device,
+            variance_noise = randn_tensor(noise_pred.shape, generator=generator, device=sample.device,
                                           dtype=noise_pred.dtype)
-        prev_sample = (mean + coefs.std * variance_noise.float()).to(sample.dtype)
+        prev_sample = (transition.mean + transition.std_like(sample) * variance_noise.float()).to(sample.dtype)
     elif prev_sample.shape != sample.shape:
         raise UserError(f"prev_sample shape {tuple(prev_sample.shape)} differs from sample shape "
                         f"{tuple(sample.shape)}", "pass x_{t-1} with the same shape as x_t")
-
-    # log N(x_{t-1}; mean, std^2 I) averaged over the non-batch dimensions:
-    #   mean_d[-(x_d - mean_d)^2 / (2 std^2)] - log std - log sqrt(2 pi)
-    sq_err = (prev_sample.detach().float() - mean).square().flatten(1).mean(dim=1)
-    log_prob = -sq_err / (2 * var_b) - log_std - _LOG_SQRT_2PI
-    return prev_sample, log_prob
+    return prev_sample, transition.log_prob(prev_sample)

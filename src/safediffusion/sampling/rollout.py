@@ -25,10 +25,12 @@ from tqdm.auto import tqdm
 from safediffusion.errors import UserError
 from safediffusion.models.bundle import ModelBundle
 from safediffusion.sampling.ddim import (
+    DDIMTransition,
     check_eta,
     check_nonzero_noise,
     ddim_coefficients,
     ddim_step_with_logprob,
+    ddim_transition,
 )
 from safediffusion.sampling.guidance import guided_noise_pred
 
@@ -280,9 +282,19 @@ def transition_log_prob(
         cond_embeds, uncond_embeds, guidance_scale: as in :func:`sample_rollout`.
         eta: the rollout's ``eta`` (``> 0``).
     """
+    return guided_transition(unet, scheduler, latents, timesteps, cond_embeds, uncond_embeds, guidance_scale,
+                             eta).log_prob(next_latents)
+
+
+def guided_transition(unet: torch.nn.Module, scheduler: DDIMScheduler, latents: torch.Tensor,
+                      timesteps: int | torch.Tensor, cond_embeds: torch.Tensor, uncond_embeds: torch.Tensor | None,
+                      guidance_scale: float, eta: float) -> DDIMTransition:
+    """The policy's Gaussian ``N(mean [B, C, h, w], std^2)`` for ``x_{t-1}`` given ``x_t = latents``: one guided
+    UNet call and the DDIM step math (arguments as in :func:`transition_log_prob`); ``mean`` is differentiable
+    w.r.t. the UNet.
+    """
     check_eta(eta)
     _check_embeds(latents.shape[0], cond_embeds, uncond_embeds)
     unet_t = timesteps.to(latents.device, non_blocking=True) if isinstance(timesteps, torch.Tensor) else timesteps
     noise_pred = guided_noise_pred(unet, latents, unet_t, cond_embeds, uncond_embeds, guidance_scale)
-    _, log_prob = ddim_step_with_logprob(scheduler, noise_pred, timesteps, latents, eta, prev_sample=next_latents)
-    return log_prob
+    return ddim_transition(scheduler, noise_pred, timesteps, latents, eta)
