@@ -21,15 +21,17 @@ import os
 import time
 from pathlib import Path
 
-import torch
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before huggingface_hub reads it at import
 
-from safediffusion.config import load_config
-from safediffusion.mini.detector import detect
-from safediffusion.mini.suites import mini_prompts
-from safediffusion.rl.advantages import group_advantages
-from safediffusion.rl.loss import ppo_clip_loss
-from safediffusion.rl.trainer import GRPOTrainer
-from safediffusion.sampling.rollout import make_initial_latents, sample_rollout
+import torch  # noqa: E402
+
+from safediffusion.config import load_config  # noqa: E402
+from safediffusion.mini.detector import detect  # noqa: E402
+from safediffusion.mini.suites import mini_prompts  # noqa: E402
+from safediffusion.rl.advantages import group_advantages  # noqa: E402
+from safediffusion.rl.loss import ppo_clip_loss  # noqa: E402
+from safediffusion.rl.trainer import GRPOTrainer  # noqa: E402
+from safediffusion.sampling.rollout import make_initial_latents, sample_rollout  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "mini.yaml"
 
@@ -68,7 +70,6 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 

@@ -231,7 +231,6 @@ def ddim_step_with_logprob(
         UserError: ``eta <= 0`` (a deterministic step has no density), a zero-variance step, or both
             ``generator`` and ``variance_noise`` given.
     """
-    check_eta(eta)
     if generator is not None and variance_noise is not None:
         raise UserError("both generator and variance_noise were given", "pass only one of them")
     transition = ddim_transition(scheduler, noise_pred, timestep, sample, eta)
