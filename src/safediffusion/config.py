@@ -77,17 +77,22 @@ class SamplingConfig:
         _check(self.resolution is None or self.resolution >= 8, "sampling.resolution", "must be >= 8 or null")
 
 
+#: Rewards that ``reward.name`` names directly and ``reward.weights`` may combine.
+COMPONENT_REWARDS: tuple[str, ...] = ("steering", "clip", "negative", "mini-detector")
+
+
 @dataclass
 class RewardConfig:
     """The reward. ``name``: ``steering`` (SafeDiffusion-R1), ``clip`` (plain alignment, alpha 0),
-    ``negative`` (-cos to the unsafe anchors), or ``weighted`` (a sum of the others, see ``weights``).
+    ``negative`` (-cos to the unsafe anchors), ``mini-detector`` (the miniature world's oracle:
+    ``1 - 1[marker]`` by its exact detector; no CLIP), or ``weighted`` (a sum of the others, see ``weights``).
 
     ``encoder``: ``"mini"`` (the miniature world's CLIP), ``"tiny"`` (random tiny CLIP), a local directory or
     a hub id of a transformers CLIPModel; with ``encoder_type: open_clip`` an open_clip architecture whose
     weights come from ``open_clip_pretrained`` (+ an optional fine-tuned state dict, e.g. HPSv2.1).
     """
 
-    name: Literal["steering", "clip", "negative", "weighted"] = "steering"
+    name: Literal["steering", "clip", "negative", "mini-detector", "weighted"] = "steering"
     encoder: str = "mini"
     encoder_type: Literal["hf", "open_clip"] = "hf"
     open_clip_arch: str = "ViT-H-14"
@@ -106,8 +111,14 @@ class RewardConfig:
         if self.name == "weighted":
             _check(bool(self.weights), "reward.weights", "must name at least one reward when name=weighted")
             for key in self.weights:
-                _check(key in ("steering", "clip", "negative"), "reward.weights",
-                       f"has unknown reward '{key}' (allowed: steering, clip, negative)")
+                _check(key in COMPONENT_REWARDS, "reward.weights",
+                       f"has unknown reward '{key}' (allowed: {', '.join(COMPONENT_REWARDS)})")
+
+    @property
+    def needs_encoder(self) -> bool:
+        """Whether any (component) reward scores with CLIP, i.e. all but ``mini-detector``."""
+        names = list(self.weights) if self.name == "weighted" else [self.name]
+        return any(name != "mini-detector" for name in names)
 
 
 @dataclass
@@ -187,12 +198,17 @@ class DataConfig:
 
 @dataclass
 class LoggingConfig:
+    """Logs of a run. ``marker_rate``: also log which fraction of each epoch's rollouts carry an unsafe
+    marker (``marker_rate``, ``marker_rate/benign``, ``marker_rate/unsafe``), judged by the miniature world's
+    exact detector; meaningful for the miniature world's model only."""
+
     tensorboard: bool = True
     wandb: bool = False
     wandb_project: str = "safediffusion"
     image_grid_every: int = 10
     image_grid_size: int = 8
     progress: bool = True
+    marker_rate: bool = False
 
     def validate(self) -> None:
         _check(self.image_grid_every >= 1, "logging.image_grid_every", "must be >= 1")

@@ -44,6 +44,16 @@ def test_render_report(tmp_path):
     assert "images" not in data["base"] and data["headline"]["unsafe_rate_trained"] == 0.1
 
 
+def test_render_report_with_rollout_marker_rates(tmp_path):
+    metrics = [{"epoch": e, "reward_mean": 0.5, "reward_group_std": 0.01, "marker_rate": 0.3,
+                "marker_rate/unsafe": 0.6 - 0.05 * e, "marker_rate/benign": 0.0} for e in range(1, 11)]
+    path = render_report({"base": _result(0.5, 0.6, 0), "trained": _result(0.1, 0.59, 1)}, tmp_path, metrics,
+                         "t", "safediffusion train")
+    # first 5 epochs average 0.45, last 5 average 0.20
+    assert "(exact detector; mean of the first / last 5 epochs): 0.450 -> 0.200" in path.read_text()
+    assert (tmp_path / "report" / "reward_curve.png").stat().st_size > 1000
+
+
 def test_render_table():
     table = {"base": _result(0.5, 0.6, 0), "steering": _result(0.1, 0.6, 1), "clip": _result(0.5, 0.62, 2),
              "alpha-1": _result(0.05, 0.5, 3), "ood-gore": _result(0.3, 0.6, 4)}

@@ -188,3 +188,14 @@ def test_bf16_gradient_checkpointing_and_accumulation(tmp_path):
 
     unet = UNet2DConditionModel.from_pretrained(out / "final" / "unet")
     assert next(unet.parameters()).dtype == torch.float32
+
+
+def test_detector_reward_and_marker_rate_logging(tmp_path):
+    cfg = load_config("configs/tiny.yaml", ["train.epochs=1", "logging.tensorboard=false", "reward.name=mini-detector",
+                                            "logging.marker_rate=true"])
+    GRPOTrainer(cfg, tmp_path / "r").train()
+    record = json.loads((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()[0])
+    assert 0.0 <= record["marker_rate"] <= 1.0
+    assert {"marker_rate/benign", "marker_rate/unsafe"} <= set(record)
+    # the oracle reward is 1 - 1[marker], so its mean and the logged marker rate must agree
+    assert record["reward_mean"] == pytest.approx(1.0 - record["marker_rate"])

@@ -3,7 +3,7 @@
 Writes into the run directory:
 
     report.md, report.json                 the numbers (base, trained, change)
-    report/reward_curve.png                reward per epoch (all prompts, benign, unsafe) from metrics.jsonl
+    report/reward_curve.png                reward (and rollout marker rate, when logged) per epoch, from metrics.jsonl
     report/unsafe_rates.png                unsafe rate per category, base vs trained
     report/geneval.png                     mini-GenEval accuracy per task, base vs trained
     report/grid_mini-i2p.png, ...          the same prompts and seeds, base (top) vs trained (bottom)
@@ -89,23 +89,27 @@ def _bar_plot(path: Path, title: str, labels: list[str], series: dict[str, list[
 
 
 def plot_reward_curve(metrics: list[dict[str, Any]], path: Path) -> None:
+    """Mean reward per epoch (all, benign and unsafe prompts) and, when logged (``logging.marker_rate``),
+    the detector's marker rate of the rollouts per epoch in a second panel."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    epochs = [m["epoch"] for m in metrics]
-    for key, label in (("reward_mean", "all prompts"), ("reward_mean/benign", "benign"),
-                       ("reward_mean/unsafe", "unsafe")):
-        pts = [(m["epoch"], m[key]) for m in metrics if key in m]
-        if pts:
-            ax.plot(*zip(*pts), marker=".", label=label)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("steering reward")
-    ax.set_title(f"GRPO reward ({len(epochs)} epochs)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    panels = [("reward_mean", "reward", f"GRPO reward ({len(metrics)} epochs)")]
+    if any("marker_rate" in m for m in metrics):
+        panels.append(("marker_rate", "rollouts with a marker", "marker rate of the rollouts (exact detector)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 3.2), squeeze=False)
+    for ax, (key, ylabel, title) in zip(axes[0], panels):
+        for suffix, label in (("", "all prompts"), ("/benign", "benign"), ("/unsafe", "unsafe")):
+            pts = [(m["epoch"], m[key + suffix]) for m in metrics if key + suffix in m]
+            if pts:
+                ax.plot(*zip(*pts), marker=".", label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -159,11 +163,16 @@ def render_report(results: dict[str, dict[str, Any]], out_dir: Path, metrics: li
         plot_reward_curve(metrics, fig_dir / "reward_curve.png")
         first, last = metrics[0], metrics[-1]
         lines += ["## Training", "",
-                  f"{len(metrics)} epochs; steering reward {first['reward_mean']:.4f} -> {last['reward_mean']:.4f} "
+                  f"{len(metrics)} epochs; reward {first['reward_mean']:.4f} -> {last['reward_mean']:.4f} "
                   f"(unsafe prompts {first.get('reward_mean/unsafe', float('nan')):.4f} -> "
                   f"{last.get('reward_mean/unsafe', float('nan')):.4f}); within-group reward std "
-                  f"{first['reward_group_std']:.4f} -> {last['reward_group_std']:.4f}.", "",
-                  "![reward curve](report/reward_curve.png)", ""]
+                  f"{first['reward_group_std']:.4f} -> {last['reward_group_std']:.4f}.", ""]
+        rates = [m["marker_rate/unsafe"] for m in metrics if "marker_rate/unsafe" in m]
+        if rates:
+            k = min(5, len(rates))
+            lines += [f"Rollouts of unsafe prompts with a marker (exact detector; mean of the first / last {k} "
+                      f"epochs): {sum(rates[:k]) / k:.3f} -> {sum(rates[-k:]) / k:.3f}.", ""]
+        lines += ["![reward curve](report/reward_curve.png)", ""]
     lines += ["## Results", "", "| metric | base | trained | change |", "|---|---|---|---|"]
     if "mini-i2p" in base:
         b, t = base["mini-i2p"], trained["mini-i2p"]

@@ -25,13 +25,13 @@ def configured_anchors(cfg: RewardConfig, base_dir: str | None = None) -> tuple[
 
 def build_reward(cfg: RewardConfig, device: torch.device | str = "cpu", base_dir: str | None = None,
                  encoder: ClipEncoder | None = None) -> Reward:
-    """The reward named by ``cfg.name`` (``steering``, ``clip``, ``negative`` or ``weighted``).
+    """The reward named by ``cfg.name`` (``steering``, ``clip``, ``negative``, ``mini-detector`` or ``weighted``).
 
     One encoder (``encoder``, or :func:`load_encoder` of ``cfg``) is shared by all components of a weighted
-    sum, and ``v_safe`` is computed once.
+    sum, and ``v_safe`` is computed once. ``mini-detector`` alone loads no encoder.
     """
     cfg.validate()
-    if encoder is None:
+    if encoder is None and cfg.needs_encoder:
         encoder = load_encoder(cfg, device, base_dir)
     safe, unsafe = configured_anchors(cfg, base_dir)
     names = list(cfg.weights) if cfg.name == "weighted" else [cfg.name]
@@ -44,6 +44,10 @@ def build_reward(cfg: RewardConfig, device: torch.device | str = "cpu", base_dir
             return ClipAlignmentReward(encoder)
         if name == "negative":
             return NegativeOnlyReward(encoder, require_anchors(unsafe, "unsafe"))
+        if name == "mini-detector":
+            from safediffusion.mini.oracle import DetectorReward
+
+            return DetectorReward()
         raise ValueError(f"unknown reward '{name}'")
 
     if cfg.name == "weighted":

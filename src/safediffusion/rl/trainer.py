@@ -183,7 +183,12 @@ class GRPOTrainer:
                                      progress=cfg.logging.progress and acc.is_local_main_process)
         with torch.no_grad():
             rewards = self.reward(rollout.images.to(acc.device), prompts).float().cpu()
-        return {"prompts": prompts, "is_unsafe": is_unsafe, "rollout": rollout, "cond": cond, "rewards": rewards}
+        batch = {"prompts": prompts, "is_unsafe": is_unsafe, "rollout": rollout, "cond": cond, "rewards": rewards}
+        if cfg.logging.marker_rate:
+            from safediffusion.mini.oracle import marker_flags
+
+            batch["marker"] = marker_flags(rollout.images)
+        return batch
 
     def _advantages(self, batch: dict[str, Any]) -> torch.Tensor:
         tc = self.cfg.train
@@ -288,10 +293,15 @@ class GRPOTrainer:
             "num_rewards": int(rewards.numel()),
             "num_processes": acc.num_processes,
         }
+        marker = acc.gather(batch["marker"].to(acc.device)).cpu().float() if "marker" in batch else None
+        if marker is not None:
+            record["marker_rate"] = float(marker.mean())
         for name, mask in (("benign", ~unsafe), ("unsafe", unsafe)):
             if mask.any():
                 record[f"reward_mean/{name}"] = float(rewards[mask].mean())
                 record[f"reward_std/{name}"] = float(rewards[mask].std(unbiased=False))
+                if marker is not None:
+                    record[f"marker_rate/{name}"] = float(marker[mask].mean())
         record.update(train_stats)
         record.update(timing)
         if acc.is_main_process:
