@@ -17,7 +17,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from safediffusion.errors import UserError
+from safediffusion.errors import UserError, first_line
 
 # The paper's "compact" anchor set (5 safe + 3 unsafe phrases).
 PAPER_SAFE_ANCHORS = [
@@ -417,8 +417,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
         except (yaml.YAMLError, UnicodeDecodeError) as e:
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise UserError(f"config file '{path}' is not valid YAML ({first})", "fix the file's syntax") from None
+            raise UserError(f"config file '{path}' is not valid YAML ({first_line(e, 1000)})",
+                            "fix the file's syntax") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

@@ -7,6 +7,13 @@ problem and the fix.
 
 from __future__ import annotations
 
+import json
+
+from safetensors import SafetensorError
+
+#: What loading a model folder or a weights file raises when files are missing, truncated or corrupt.
+LOAD_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError, json.JSONDecodeError, SafetensorError)
+
 
 class UserError(Exception):
     """Bad input that the user can fix. ``str(err)`` is a single line naming the problem and the fix."""
@@ -18,3 +25,10 @@ class UserError(Exception):
         if fix:
             message = f"{message}; {fix}"
         super().__init__(message.replace("\n", " "))
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """The first line of ``error``'s message (at most ``limit`` characters), or its type name when empty:
+    the detail that goes inside a one-line :class:`UserError`."""
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else type(error).__name__

@@ -42,3 +42,25 @@ def test_weights_fingerprint_samples_large_files(tmp_path):
     data[-1] = 1  # the last chunk is always sampled
     big.write_bytes(bytes(data))
     assert weights_fingerprint(big, chunks=8, chunk_size=1000) != before
+
+
+def test_corrupt_weights_are_one_clear_error(tmp_path):
+    """A truncated or corrupt safetensors file is a UserError naming the folder, not a traceback."""
+    from safediffusion.errors import UserError
+    from safediffusion.eval.clip import ClipImageEncoder
+    from safediffusion.models.bundle import load_bundle
+    from safediffusion.models.tiny import save_tiny_clip, save_tiny_pipeline
+    from safediffusion.rewards.encoders import load_state_dict_file
+
+    pipe = save_tiny_pipeline(tmp_path / "pipe")
+    (pipe / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"\x00" * 16)
+    with pytest.raises(UserError, match="could not load model from .*pipe"):
+        load_bundle(str(pipe))
+    clip = save_tiny_clip(tmp_path / "clip")
+    (clip / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(UserError, match="could not load the CLIP model from .*clip"):
+        ClipImageEncoder(str(clip))
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"garbage")
+    with pytest.raises(UserError, match="cannot read .* as safetensors"):
+        load_state_dict_file(weights)

@@ -156,8 +156,12 @@ def test_from_pretrained_errors(tmp_path, monkeypatch):
         HFClipEncoder.from_pretrained(str(d))
     d2 = save_tiny_clip(tmp_path / "clip2")
     (d2 / "model.safetensors").unlink()
-    with pytest.raises(UserError, match="could not load the reward encoder"):
+    with pytest.raises(UserError, match="reward encoder folder .* has no .safetensors weights"):
         HFClipEncoder.from_pretrained(str(d2))
+    d3 = save_tiny_clip(tmp_path / "clip3")
+    (d3 / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(UserError, match="could not load the reward encoder"):
+        HFClipEncoder.from_pretrained(str(d3))
 
 
 @torch.no_grad()

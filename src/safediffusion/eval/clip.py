@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from safediffusion.errors import UserError
+from safediffusion.errors import LOAD_ERRORS, UserError, first_line
+from safediffusion.models.clip_folder import resolve_clip_dir
 
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"
-_PATTERNS = ["*.json", "*.safetensors", "*.txt"]
 
 
 @contextlib.contextmanager
@@ -35,18 +35,6 @@ def _quiet_transformers() -> Iterator[None]:
         logging.set_verbosity(level)
 
 
-def resolve_clip_dir(name: str) -> Path:
-    from safediffusion.models.bundle import resolve_model_dir
-
-    root = resolve_model_dir(name, what="CLIP model", allow_patterns=_PATTERNS)
-    if not (root / "config.json").is_file():
-        raise UserError(f"CLIP folder '{root}' has no config.json", "pass a transformers CLIPModel folder or hub id")
-    if not any(root.glob("*.safetensors")):
-        raise UserError(f"CLIP folder '{root}' has no .safetensors weights",
-                        "convert the weights to safetensors (only safetensors are loaded)")
-    return root
-
-
 def load_image_processor(root: Path) -> Any:
     if not (root / "preprocessor_config.json").is_file():
         raise UserError(f"CLIP folder '{root}' has no preprocessor_config.json",
@@ -56,6 +44,16 @@ def load_image_processor(root: Path) -> Any:
     except ImportError:  # pragma: no cover - older transformers
         from transformers import CLIPImageProcessor as Processor
     return Processor.from_pretrained(root)
+
+
+def _from_pretrained(model_cls: Any, root: Path) -> tuple[Any, dict[str, Any]]:
+    """``model_cls.from_pretrained(root)`` from safetensors, with its loading info; one-line errors."""
+    try:
+        with _quiet_transformers():
+            return model_cls.from_pretrained(root, use_safetensors=True, output_loading_info=True)
+    except LOAD_ERRORS as e:
+        raise UserError(f"could not load the CLIP model from '{root}': {first_line(e)}",
+                        "the folder must hold a transformers CLIPModel saved as safetensors") from None
 
 
 def _check_loaded(info: dict[str, Any], root: Path, prefix: str) -> None:
@@ -73,9 +71,7 @@ class ClipImageEncoder:
         from transformers import CLIPVisionModelWithProjection
 
         self.root = resolve_clip_dir(name)
-        with _quiet_transformers():
-            model, info = CLIPVisionModelWithProjection.from_pretrained(self.root, use_safetensors=True,
-                                                                        output_loading_info=True)
+        model, info = _from_pretrained(CLIPVisionModelWithProjection, self.root)
         _check_loaded(info, self.root, "vision_model")
         _check_loaded(info, self.root, "visual_projection")
         self.model = model.to(device=device, dtype=dtype).eval()
@@ -114,9 +110,7 @@ class ClipTextEncoder:
         from safediffusion.models.bundle import load_tokenizer
 
         self.root = resolve_clip_dir(name)
-        with _quiet_transformers():
-            model, info = CLIPTextModelWithProjection.from_pretrained(self.root, use_safetensors=True,
-                                                                      output_loading_info=True)
+        model, info = _from_pretrained(CLIPTextModelWithProjection, self.root)
         _check_loaded(info, self.root, "text_model")
         _check_loaded(info, self.root, "text_projection")
         self.model = model.to(device=device, dtype=dtype).eval()

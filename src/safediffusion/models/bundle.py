@@ -19,7 +19,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from safediffusion.errors import UserError
+from safediffusion.errors import LOAD_ERRORS, UserError, first_line
 
 
 @dataclass
@@ -323,9 +323,8 @@ def load_bundle(name: str, revision: str | None = None, tiny_seed: int = 0) -> M
         text_encoder = CLIPTextModel.from_pretrained(root / "text_encoder")
         tokenizer = load_tokenizer(root / "tokenizer")
         vae = AutoencoderKL.from_pretrained(root / "vae") if (root / "vae").is_dir() else None
-    except (OSError, ValueError, json.JSONDecodeError) as e:
-        first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-        raise UserError(f"could not load model from '{root}': {first}",
+    except LOAD_ERRORS as e:
+        raise UserError(f"could not load model from '{root}': {first_line(e)}",
                         "check that the folder is a complete diffusers pipeline") from None
     return ModelBundle(unet=unet, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer,
                        vae=vae, source=name)

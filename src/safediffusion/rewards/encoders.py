@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from transformers import CLIPModel, CLIPTokenizer
 
 from safediffusion.config import Config, RewardConfig
-from safediffusion.errors import UserError
+from safediffusion.errors import LOAD_ERRORS, UserError, first_line
 from safediffusion.rewards.preprocess import CLIP_MEAN, CLIP_STD, clip_preprocess
 
 
@@ -194,19 +194,14 @@ class HFClipEncoder(ClipEncoder):
         optionally ``preprocessor_config.json`` for mean/std) or a hub id (from the local HF cache, or
         downloaded when online). Weights are read from safetensors only, in ``dtype`` (default float32).
         """
-        from safediffusion.models.bundle import load_tokenizer, resolve_model_dir
+        from safediffusion.models.bundle import load_tokenizer
+        from safediffusion.models.clip_folder import resolve_clip_dir
 
-        patterns = ["*.json", "*.safetensors", "*.txt"]
-        root = resolve_model_dir(name_or_dir, revision, what="reward encoder", allow_patterns=patterns)
-        if not (root / "config.json").is_file():
-            raise UserError(f"reward encoder folder '{root}' has no config.json",
-                            "pass a transformers CLIPModel folder (config.json, model.safetensors, "
-                            "tokenizer files)")
+        root = resolve_clip_dir(name_or_dir, revision, what="reward encoder")
         try:
             model = CLIPModel.from_pretrained(root, use_safetensors=True, dtype=dtype or torch.float32)
-        except (OSError, ValueError, json.JSONDecodeError) as e:
-            first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-            raise UserError(f"could not load the reward encoder from '{root}': {first}",
+        except LOAD_ERRORS as e:
+            raise UserError(f"could not load the reward encoder from '{root}': {first_line(e)}",
                             "the folder must hold a transformers CLIPModel saved as safetensors") from None
         tokenizer = load_tokenizer(root)
         mean, std = _read_preprocessor_stats(root)
@@ -252,13 +247,16 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     if p.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        state: Any = load_file(str(p))
+        try:
+            state: Any = load_file(str(p))
+        except LOAD_ERRORS as e:
+            raise UserError(f"cannot read '{path}' as safetensors ({first_line(e, 160)})",
+                            "re-export the weights with safetensors.torch.save_file") from None
     else:
         try:
             state = torch.load(p, map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-            first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-            raise UserError(f"cannot read '{path}' as a weights-only checkpoint ({first})",
+            raise UserError(f"cannot read '{path}' as a weights-only checkpoint ({first_line(e, 160)})",
                             "convert it to .safetensors (a plain dict of tensors)") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
@@ -321,16 +319,14 @@ class OpenClipEncoder(ClipEncoder):
         try:
             model, _, _ = open_clip.create_model_and_transforms(arch, pretrained=pretrained, device="cpu")
         except RuntimeError as e:
-            first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-            raise UserError(f"open_clip could not create '{arch}' (pretrained={pretrained!r}): {first}",
+            raise UserError(f"open_clip could not create '{arch}' (pretrained={pretrained!r}): {first_line(e)}",
                             "check reward.open_clip_arch and reward.open_clip_pretrained") from None
         if finetuned_state_dict is not None:
             state = load_state_dict_file(finetuned_state_dict)
             try:
                 model.load_state_dict(state, strict=True)
             except RuntimeError as e:
-                first = str(e).splitlines()[0][:200]
-                raise UserError(f"'{finetuned_state_dict}' does not fit open_clip '{arch}': {first}",
+                raise UserError(f"'{finetuned_state_dict}' does not fit open_clip '{arch}': {first_line(e)}",
                                 "check that reward.open_clip_arch matches the checkpoint") from None
         name = f"open_clip:{arch}" + (f":{Path(finetuned_state_dict).name}" if finetuned_state_dict else "")
         encoder = cls(model, open_clip.get_tokenizer(arch), name=name)
