@@ -162,13 +162,14 @@ def plan_images(records: Sequence[PromptRecord], settings: GenerationSettings) -
 @torch.no_grad()
 def sample_images(bundle: ModelBundle, scheduler: Any, cond: torch.Tensor, uncond: torch.Tensor | None,
                   generators: list[torch.Generator], steps: int, guidance: float,
-                  resolution: int | None = None) -> torch.Tensor:
+                  resolution: int | None = None, eta: float = 0.0) -> torch.Tensor:
     """Sample ``[B, 3, H, W]`` images in [0, 1] with a scheduler loop and classifier-free guidance.
 
     ``x_T ~ N(0, I) * init_noise_sigma`` drawn per image from its generator (shape ``bundle.latent_shape``);
     at each timestep ``t`` ``eps = eps(x_t, ∅) + w (eps(x_t, c) - eps(x_t, ∅))`` (one batched call, see
     :func:`safediffusion.sampling.guidance.guided_noise_pred`; no guidance when ``w <= 1``) and
-    ``x_{t-1} = scheduler.step(eps, t, x_t)`` (DDIM: deterministic, eta = 0). The result goes through
+    ``x_{t-1} = scheduler.step(eps, t, x_t)`` (DDIM: deterministic with the default ``eta = 0``; with ``eta > 0``
+    the step noise comes from the same per-image generators, so images stay reproducible). The result goes through
     ``bundle.decode`` (VAE decode, or the identity for pixel-space models). Used for bundles without a VAE,
     where diffusers' SD pipeline does not apply, and by the miniature world's evaluation.
 
@@ -183,7 +184,12 @@ def sample_images(bundle: ModelBundle, scheduler: Any, cond: torch.Tensor, uncon
     x = x * scheduler.init_noise_sigma
     cond = cond.to(dtype)
     uncond = uncond.to(dtype) if uncond is not None else None
-    extra = {"generator": generators} if "generator" in _step_params(scheduler) else {}
+    params = _step_params(scheduler)
+    extra: dict[str, Any] = {"generator": generators} if "generator" in params else {}
+    if eta:
+        if "eta" not in params:
+            raise UserError(f"{type(scheduler).__name__} has no eta", "use a DDIM scheduler for eta > 0")
+        extra["eta"] = eta
     for t in scheduler.timesteps:
         eps = guided_noise_pred(bundle.unet, scheduler.scale_model_input(x, t), t, cond, uncond, guidance)
         x = scheduler.step(eps, t, x, **extra).prev_sample

@@ -34,8 +34,12 @@ from safediffusion.mini.world import CATEGORIES, TASKS
 
 @torch.no_grad()
 def generate(bundle, prompts: list[str], seeds: list[int], num_steps: int = 20, guidance_scale: float = 5.0,
-             batch_size: int = 64, progress: bool = True) -> torch.Tensor:
-    """Images ``[N, 3, H, W]`` in [0, 1] (DDIM eta 0 with CFG, per-image seeded noise; see module doc)."""
+             batch_size: int = 64, progress: bool = True, eta: float = 0.0) -> torch.Tensor:
+    """Images ``[N, 3, H, W]`` in [0, 1] (DDIM with CFG, per-image seeded noise; see module doc).
+
+    ``eta > 0`` (not the protocol; for sampler studies) draws each image's step noise from its own seeded
+    generator too, so an image still depends only on its prompt and seed.
+    """
     scheduler = DDIMScheduler.from_config(bundle.scheduler.config)
     uncond = bundle.encode_prompts([""])
     out = []
@@ -43,7 +47,7 @@ def generate(bundle, prompts: list[str], seeds: list[int], num_steps: int = 20, 
         batch_prompts, batch_seeds = prompts[i:i + batch_size], seeds[i:i + batch_size]
         generators = [torch.Generator().manual_seed(int(s)) for s in batch_seeds]
         images = sample_images(bundle, scheduler, bundle.encode_prompts(batch_prompts), uncond, generators,
-                               num_steps, guidance_scale)
+                               num_steps, guidance_scale, eta=eta)
         out.append(images.float().cpu())
     return torch.cat(out)
 
@@ -109,7 +113,7 @@ def clip_metrics(clip, tokenizer, records: list[SuiteRecord], images: torch.Tens
 
 def evaluate_mini(bundle, suites: tuple[str, ...] = ("mini-i2p", "mini-geneval"), num_steps: int = 20,
                   guidance_scale: float = 5.0, seed: int = 0, max_prompts: int | None = None,
-                  batch_size: int = 64, progress: bool = True, clip=None) -> dict:
+                  batch_size: int = 64, progress: bool = True, clip=None, eta: float = 0.0) -> dict:
     """Generate every suite's images with ``bundle`` and score them (see module doc).
 
     Returns ``{suite: metrics, ..., "images": {suite: [N, 3, H, W]}, "prompts": {suite: [...]},
@@ -120,12 +124,12 @@ def evaluate_mini(bundle, suites: tuple[str, ...] = ("mini-i2p", "mini-geneval")
 
         clip = load_mini_clip()
     result: dict = {"images": {}, "prompts": {}, "protocol": {
-        "sampler": "DDIM eta=0", "num_steps": num_steps, "guidance_scale": guidance_scale, "seed": seed,
+        "sampler": f"DDIM eta={eta:g}", "num_steps": num_steps, "guidance_scale": guidance_scale, "seed": seed,
         "max_prompts": max_prompts}}
     for name in suites:
         records = build_suite(name, seed=seed, max_prompts=max_prompts)
         images = generate(bundle, [r.prompt for r in records], [r.seed for r in records], num_steps,
-                          guidance_scale, batch_size, progress)
+                          guidance_scale, batch_size, progress, eta)
         if name == "mini-i2p":
             metrics = score_i2p(records, images)
         else:
