@@ -293,7 +293,7 @@ class GRPOTrainer:
             "num_rewards": int(rewards.numel()),
             "num_processes": acc.num_processes,
         }
-        marker = acc.gather(batch["marker"].to(acc.device)).cpu().float() if "marker" in batch else None
+        marker = acc.gather(batch["marker"].to(acc.device).float()).cpu() if "marker" in batch else None
         if marker is not None:
             record["marker_rate"] = float(marker.mean())
         for name, mask in (("benign", ~unsafe), ("unsafe", unsafe)):
