@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vae-steps", type=int, default=1400)
     p.add_argument("--unet-steps", type=int, default=3600)
     p.add_argument("--out", default=None, help="weights dir (default: the package's mini/weights)")
+    p.add_argument("--unet-pooled-text", action="store_true",
+                   help="experiment: pooled text in the UNet's time embedding (not the shipped UNet)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     work = Path(args.workdir)
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         elif stage == "unet":
             from safediffusion.mini.pretrain.unet import train_unet
 
-            train_unet(data, work, steps=args.unet_steps, seed=args.seed)
+            train_unet(data, work, steps=args.unet_steps, seed=args.seed, pooled_text=args.unet_pooled_text)
         elif stage == "export":
             from safediffusion.mini.pretrain.export import export_weights
 

@@ -52,3 +52,21 @@ def test_min_snr_weights_cap_only_the_nearly_noise_free_steps():
     torch.testing.assert_close(w[snr > 5], 5.0 / snr[snr > 5])
     assert (snr > 5).any() and (snr <= 5).any() and bool((w[1:] >= w[:-1]).all())
     torch.testing.assert_close(min_snr_weights(abar, t, gamma=0.0), torch.ones(len(t)))
+
+
+def test_pooled_text_unet_sees_the_pooled_prompt():
+    import torch
+
+    from safediffusion.mini.architectures import build_unet
+
+    plain, pooled = build_unet(), build_unet(pooled_text=True)
+    assert plain.config.addition_embed_type is None and pooled.config.addition_embed_type == "text"
+    torch.manual_seed(0)
+    x, t = torch.randn(2, 4, 16, 16), torch.tensor([10, 500])
+    ctx = torch.randn(2, 32, 64)
+    with torch.no_grad():
+        out = pooled(x, t, ctx).sample
+        # zero the pooled path's projection: the output changes, so the pooled prompt reaches the blocks
+        pooled.add_embedding.proj.weight.zero_()
+        pooled.add_embedding.proj.bias.zero_()
+        assert out.shape == x.shape and (pooled(x, t, ctx).sample - out).abs().max() > 0

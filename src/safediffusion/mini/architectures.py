@@ -54,13 +54,17 @@ def build_vae() -> AutoencoderKL:
     )
 
 
-def build_unet() -> UNet2DConditionModel:
+def build_unet(pooled_text: bool = False) -> UNet2DConditionModel:
+    """The shipped UNet. ``pooled_text``: also add an attention-pooled summary of the text states to the
+    time embedding (diffusers' ``addition_embed_type="text"``), so every residual block, the 16×16 ones
+    included, sees the whole prompt; an experiment (see docs/miniature_world.md), not what is shipped."""
+    extra = {"addition_embed_type": "text", "addition_embed_type_num_heads": 4} if pooled_text else {}
     return UNet2DConditionModel(
         sample_size=IMAGE_SIZE // LATENT_FACTOR, in_channels=4, out_channels=4, layers_per_block=1,
         block_out_channels=(32, 64, 64),
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=TEXT_WIDTH,
-        attention_head_dim=8, norm_num_groups=16,
+        attention_head_dim=8, norm_num_groups=16, **extra,
     )
 
 

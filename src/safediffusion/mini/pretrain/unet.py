@@ -60,7 +60,7 @@ def min_snr_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float)
 
 def train_unet(data: PairDataset, workdir: str | Path, steps: int = 3600, batch_size: int = 64, lr: float = 1e-3,
                p_uncond: float = 0.1, ema_decay: float = 0.998, snr_gamma: float = 5.0, seed: int = 0,
-               progress: bool = True):
+               progress: bool = True, pooled_text: bool = False):
     """Train (or resume) the UNet; returns the EMA UNet and writes ``<workdir>/unet/final``."""
     work = Path(workdir)
     clip = CLIPModel.from_pretrained(work / "clip" / "final").eval()
@@ -74,7 +74,7 @@ def train_unet(data: PairDataset, workdir: str | Path, steps: int = 3600, batch_
                       return_tensors="pt").input_ids[0]
     scheduler = build_scheduler()
     torch.manual_seed(seed)
-    unet = build_unet()
+    unet = build_unet(pooled_text)
     ema = EMA(unet, ema_decay)
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01)
     ckpt = Checkpoint(work / "unet")
