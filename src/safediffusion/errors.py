@@ -7,12 +7,11 @@ problem and the fix.
 
 from __future__ import annotations
 
-import json
-
 from safetensors import SafetensorError
 
-#: What loading a model folder or a weights file raises when files are missing, truncated or corrupt.
-LOAD_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError, json.JSONDecodeError, SafetensorError)
+#: What loading a model folder or a weights file raises when files are missing, truncated or corrupt
+#: (a malformed JSON config raises ``json.JSONDecodeError``, a ``ValueError``).
+LOAD_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError, SafetensorError)
 
 
 class UserError(Exception):
