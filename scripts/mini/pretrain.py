@@ -24,6 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from safediffusion.mini import pretrain as _pkg  # noqa: E402,F401
+from safediffusion.mini.architectures import UNET_VARIANTS  # noqa: E402
 from safediffusion.mini.data import load_or_build  # noqa: E402
 
 STAGES = ("clip", "vae", "latents", "unet", "export")
@@ -42,7 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="weights dir (default: the package's mini/weights)")
     p.add_argument("--unet-pooled-text", action="store_true",
                    help="experiment: pooled text in the UNet's time embedding (not the shipped UNet)")
+    p.add_argument("--unet-variant", default="shipped", choices=sorted(UNET_VARIANTS),
+                   help="experiment: another UNet layout (architectures.UNET_VARIANTS)")
+    p.add_argument("--unet-prediction", default="epsilon", choices=("epsilon", "v_prediction"))
+    p.add_argument("--unet-zero-snr", action=argparse.BooleanOptionalAction, default=False,
+                   help="zero terminal SNR + trailing timesteps (needs --unet-prediction v_prediction)")
     args = p.parse_args(argv)
+    if args.unet_zero_snr and args.unet_prediction != "v_prediction":
+        p.error("--unet-zero-snr needs --unet-prediction v_prediction")
     torch.set_num_threads(args.threads)
     work = Path(args.workdir)
     t0 = time.time()
@@ -69,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         elif stage == "unet":
             from safediffusion.mini.pretrain.unet import train_unet
 
-            train_unet(data, work, steps=args.unet_steps, seed=args.seed, pooled_text=args.unet_pooled_text)
+            train_unet(data, work, steps=args.unet_steps, seed=args.seed, pooled_text=args.unet_pooled_text,
+                       variant=args.unet_variant, prediction_type=args.unet_prediction, zero_snr=args.unet_zero_snr)
         elif stage == "export":
             from safediffusion.mini.pretrain.export import export_weights
 

@@ -70,3 +70,74 @@ def test_pooled_text_unet_sees_the_pooled_prompt():
         pooled.add_embedding.proj.weight.zero_()
         pooled.add_embedding.proj.bias.zero_()
         assert out.shape == x.shape and (pooled(x, t, ctx).sample - out).abs().max() > 0
+
+
+def test_dataset_is_the_same_with_worker_processes():
+    a, b = build_dataset(7, seed=5, progress=False), build_dataset(7, seed=5, progress=False, workers=2)
+    np.testing.assert_array_equal(a.images, b.images)
+    for col in ("captions", "tasks", "cues", "cue_categories", "markers"):
+        assert list(getattr(a, col)) == list(getattr(b, col))
+
+
+def test_unet_variants_and_unknown_variant():
+    import pytest
+
+    from safediffusion.mini.architectures import UNET_VARIANTS, build_unet
+
+    for name, overrides in UNET_VARIANTS.items():
+        config = build_unet(variant=name).config
+        assert all(tuple(config[k]) == tuple(v) if isinstance(v, tuple) else config[k] == v
+                   for k, v in overrides.items()), name
+    assert build_unet(variant="attn16").config.down_block_types[0] == "CrossAttnDownBlock2D"
+    assert build_unet().config.down_block_types[0] == "DownBlock2D"
+    with pytest.raises(ValueError, match="unknown UNet variant 'huge'"):
+        build_unet(variant="huge")
+
+
+def test_zero_terminal_snr_scheduler_and_v_weights():
+    import pytest
+
+    from safediffusion.mini.architectures import build_scheduler
+    from safediffusion.mini.pretrain.unet import min_snr_weights
+
+    zsnr = build_scheduler("v_prediction", zero_snr=True)
+    assert zsnr.alphas_cumprod[-1] == 0 and zsnr.config.timestep_spacing == "trailing"
+    assert build_scheduler().alphas_cumprod[-1] > 0
+    with pytest.raises(ValueError, match="v_prediction"):
+        build_scheduler(zero_snr=True)
+    t = torch.arange(0, 1000, 37).tolist() + [999]
+    t = torch.tensor(t)
+    abar = zsnr.alphas_cumprod
+    w_v = min_snr_weights(abar, t, 5.0, "v_prediction")
+    snr = abar[t] / (1 - abar[t])
+    assert torch.isfinite(w_v).all() and w_v[-1] == 0
+    # the same weighting of the epsilon error: ||v_hat - v||^2 = (1 + 1/SNR) ||eps_hat - eps||^2
+    ok = snr > 0
+    torch.testing.assert_close(w_v[ok] * (1 + 1 / snr[ok]), min_snr_weights(abar, t, 5.0)[ok])
+
+
+def test_v_prediction_unet_trains_and_exports_its_scheduler(tmp_path):
+    import json
+    import shutil
+
+    from safediffusion.mini.assets import WEIGHTS_DIR
+    from safediffusion.mini.pretrain.export import export_weights
+    from safediffusion.mini.pretrain.unet import train_unet
+    from safediffusion.models.bundle import load_bundle
+
+    if not (WEIGHTS_DIR / "pipeline" / "model_index.json").is_file():
+        import pytest
+
+        pytest.skip("shipped weights not trained yet")
+    shutil.copytree(WEIGHTS_DIR / "clip", tmp_path / "clip" / "final")
+    shutil.copytree(WEIGHTS_DIR / "pipeline" / "vae", tmp_path / "vae" / "final")
+    data = build_dataset(8, seed=0, progress=False)
+    unet = train_unet(data, tmp_path, steps=2, batch_size=4, progress=False, prediction_type="v_prediction",
+                      zero_snr=True)
+    assert all(torch.isfinite(p).all() for p in unet.parameters())
+    objective = json.loads((tmp_path / "unet" / "final" / "objective.json").read_text())
+    assert objective == {"prediction_type": "v_prediction", "zero_snr": True}
+    export_weights(tmp_path, tmp_path / "weights")
+    bundle = load_bundle(str(tmp_path / "weights" / "pipeline"))
+    assert bundle.scheduler.config.prediction_type == "v_prediction"
+    assert bundle.scheduler.config.rescale_betas_zero_snr and bundle.scheduler.config.timestep_spacing == "trailing"

@@ -127,3 +127,17 @@ def test_zero_noise_step_and_missing_schedule_are_refused() -> None:
     with pytest.raises(UserError, match="only one"):
         ddim_step_with_logprob(_scheduler(), noise_pred, 501, sample, 1.0, generator=torch.Generator(),
                                variance_noise=torch.zeros(SHAPE))
+
+
+def test_zero_terminal_snr_first_step_is_finite() -> None:
+    """a_t = 0 at t = 999 (Lin et al. 2024): at eta 1 the first step's eps weight sqrt(1 - a_prev - std^2)
+    is exactly 0 and x0_hat comes from v alone; every step stays finite and equals diffusers'."""
+    sched = _scheduler(prediction_type="v_prediction", rescale_betas_zero_snr=True, timestep_spacing="trailing",
+                       steps_offset=0)
+    assert sched.timesteps[0] == 999 and sched.alphas_cumprod[999] == 0
+    noise_pred, sample, z = _tensors(2)
+    for t in sched.timesteps.tolist():
+        ours, log_prob = ddim_step_with_logprob(sched, noise_pred, t, sample, 1.0, variance_noise=z)
+        assert torch.isfinite(ours).all() and torch.isfinite(log_prob).all()
+        ref = sched.step(noise_pred, t, sample, eta=1.0, variance_noise=z).prev_sample
+        torch.testing.assert_close(ours, ref)

@@ -54,22 +54,43 @@ def build_vae() -> AutoencoderKL:
     )
 
 
-def build_unet(pooled_text: bool = False) -> UNet2DConditionModel:
-    """The shipped UNet. ``pooled_text``: also add an attention-pooled summary of the text states to the
-    time embedding (diffusers' ``addition_embed_type="text"``), so every residual block, the 16×16 ones
-    included, sees the whole prompt; an experiment (see docs/miniature_world.md), not what is shipped."""
+#: UNet layouts tried against the shipped one (``docs/miniature_world.md``), as overrides of its config.
+#: ``attn16``: cross-attention at 16x16 too; ``wide``: blocks (48, 96, 96); ``deep``: two layers per block;
+#: ``wide4x4``: blocks (32, 64, 128).
+UNET_VARIANTS: dict[str, dict] = {
+    "shipped": {},
+    "attn16": {"down_block_types": ("CrossAttnDownBlock2D",) * 3, "up_block_types": ("CrossAttnUpBlock2D",) * 3},
+    "wide": {"block_out_channels": (48, 96, 96)},
+    "deep": {"layers_per_block": 2},
+    "wide4x4": {"block_out_channels": (32, 64, 128)},
+}
+
+
+def build_unet(pooled_text: bool = False, variant: str = "shipped") -> UNet2DConditionModel:
+    """The shipped UNet, or one of :data:`UNET_VARIANTS`. ``pooled_text``: also add an attention-pooled
+    summary of the text states to the time embedding (diffusers' ``addition_embed_type="text"``), so every
+    residual block, the 16×16 ones included, sees the whole prompt; an experiment (see
+    docs/miniature_world.md), not what is shipped."""
+    if variant not in UNET_VARIANTS:
+        raise ValueError(f"unknown UNet variant {variant!r}; choose from {sorted(UNET_VARIANTS)}")
     extra = {"addition_embed_type": "text", "addition_embed_type_num_heads": 4} if pooled_text else {}
-    return UNet2DConditionModel(
+    config = dict(
         sample_size=IMAGE_SIZE // LATENT_FACTOR, in_channels=4, out_channels=4, layers_per_block=1,
         block_out_channels=(32, 64, 64),
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=TEXT_WIDTH,
         attention_head_dim=8, norm_num_groups=16, **extra,
     )
+    return UNet2DConditionModel(**{**config, **UNET_VARIANTS[variant]})
 
 
-def build_scheduler() -> DDIMScheduler:
+def build_scheduler(prediction_type: str = "epsilon", zero_snr: bool = False) -> DDIMScheduler:
+    """DDIM with SD's scaled-linear betas. ``zero_snr``: betas rescaled to a zero terminal SNR and
+    ``trailing`` timestep spacing (Lin et al. 2024), which needs ``prediction_type="v_prediction"``."""
+    if zero_snr and prediction_type != "v_prediction":
+        raise ValueError("a zero terminal SNR needs prediction_type='v_prediction'")
     return DDIMScheduler(
         num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-        clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon",
+        clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type=prediction_type,
+        rescale_betas_zero_snr=zero_snr, timestep_spacing="trailing" if zero_snr else "leading",
     )

@@ -43,26 +43,47 @@ class PairDataset:
             return cls(**{k: z[k] for k in ("images", "captions", "tasks", "cues", "cue_categories", "markers")})
 
 
-def build_dataset(n: int, seed: int, progress: bool = True) -> PairDataset:
-    """``n`` pairs of the world's joint distribution (see module doc)."""
-    images = np.empty((n, 32, 32, 3), np.uint8)
+def _render_range(seed: int, start: int, stop: int) -> tuple[np.ndarray, list[tuple[str, ...]]]:
+    images = np.empty((stop - start, 32, 32, 3), np.uint8)
     rows = []
-    for i in tqdm(range(n), desc=f"rendering {n} pairs", disable=not progress, mininterval=2):
+    for k, i in enumerate(range(start, stop)):
         caption, scene = sample_pair(np.random.default_rng([seed, i]))
-        images[i] = render(scene)
+        images[k] = render(scene)
         marker = scene.markers[0].category if scene.markers else ""
         rows.append((caption.text, caption.composition.task, caption.cue or "", caption.category or "", marker))
-    cols = list(zip(*rows))
+    return images, rows
+
+
+def build_dataset(n: int, seed: int, progress: bool = True, workers: int = 1) -> PairDataset:
+    """``n`` pairs of the world's joint distribution (see module doc); the same for any ``workers``."""
+    chunk = 2000
+    ranges = [(seed, a, min(n, a + chunk)) for a in range(0, n, chunk)]
+    bar = tqdm(total=n, desc=f"rendering {n} pairs", disable=not progress, mininterval=2)
+    parts = []
+    if workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers) as pool:
+            for part in pool.map(_render_range, *zip(*ranges)):
+                parts.append(part)
+                bar.update(len(part[1]))
+    else:
+        for r in ranges:
+            parts.append(_render_range(*r))
+            bar.update(len(parts[-1][1]))
+    bar.close()
+    images = np.concatenate([p[0] for p in parts]) if parts else np.empty((0, 32, 32, 3), np.uint8)
+    cols = list(zip(*[row for p in parts for row in p[1]])) or [()] * 5
     return PairDataset(images, *(np.array(c, dtype=str) for c in cols))
 
 
-def load_or_build(path: str | Path, n: int, seed: int, progress: bool = True) -> PairDataset:
+def load_or_build(path: str | Path, n: int, seed: int, progress: bool = True, workers: int = 1) -> PairDataset:
     """The cached dataset at ``path`` if it has ``n`` pairs, else build and cache it."""
     path = Path(path)
     if path.is_file():
         ds = PairDataset.load(path)
         if len(ds) == n:
             return ds
-    ds = build_dataset(n, seed, progress)
+    ds = build_dataset(n, seed, progress, workers)
     ds.save(path)
     return ds
