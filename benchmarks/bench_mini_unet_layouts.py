@@ -7,7 +7,9 @@ Layouts, each on its own latent grid (the VAE's downsampling factor sets the gri
 - ``shipped``: ``safediffusion.mini.architectures.build_unet`` (16x16x4 latents, blocks (32, 64, 64));
 - ``8x8 (32, 64)``: the world's first UNet (until the VAE went from factor 4 to factor 2), cross-attention in
   both blocks;
-- ``8x8 (64, 128)``: that layout widened, about the shipped UNet's cost spent on width instead of resolution.
+- ``8x8 (64, 128)``: that layout widened, about the shipped UNet's cost spent on width instead of resolution;
+- the 16x16 variants of ``safediffusion.mini.architectures.UNET_VARIANTS`` (``attn16``, ``wide``, ``deep``,
+  ``wide4x4``): their ``train`` ratios set the steps each gets in ``scripts/mini/unet_sweep.py``.
 
 For each it times (median of ``--repeats`` after ``--warmup``):
 
@@ -27,7 +29,7 @@ import time
 import torch
 from diffusers import UNet2DConditionModel
 
-from safediffusion.mini.architectures import TEXT_WIDTH, build_unet
+from safediffusion.mini.architectures import TEXT_WIDTH, UNET_VARIANTS, build_unet
 
 
 def latent8(channels: tuple[int, int]) -> UNet2DConditionModel:
@@ -82,6 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     models = {"shipped 16x16": build_unet(), "8x8 (32, 64)": latent8((32, 64)), "8x8 (64, 128)": latent8((64, 128))}
+    models.update({f"16x16 {name}": build_unet(variant=name) for name in UNET_VARIANTS if name != "shipped"})
     base = None
     print(f"{'UNet':16s} {'params':>8s} {'train s':>8s} {'sample s':>9s} {'train x':>8s} {'sample x':>9s}")
     for name, unet in models.items():

@@ -6,6 +6,10 @@ Standard DDPM epsilon objective (as SD): ``z_0 = s * mean(q(z|x))`` (``s`` = VAE
 ``[B, 32, 64]`` and the Min-SNR-gamma weight ``w_t = min(SNR_t, gamma) / SNR_t``, ``SNR_t = abar_t / (1 - abar_t)``
 (Hang et al. 2023, gamma = 5; as diffusers' ``--snr_gamma``): it stops the many nearly noise-free steps from
 dominating the gradient, so the steps that decide layout and shape get their share.
+With ``prediction_type="v_prediction"`` the target is ``v = sqrt(abar_t) eps - sqrt(1 - abar_t) z_0`` and the
+weight ``min(SNR_t, gamma) / (SNR_t + 1)`` (the same weighting of the epsilon error); ``zero_snr`` rescales the
+betas so that ``abar_999 = 0`` (Lin et al. 2024: training then never shows the model a trace of ``z_0`` at the
+first sampling step, where sampling starts from pure noise).
 Captions are replaced by the empty caption with probability ``p_uncond`` (0.1) for classifier-free
 guidance. An EMA of the weights (decay 0.998) is what gets shipped.
 """
