@@ -41,6 +41,7 @@ RUNS: dict[str, dict] = {
     "vpred": {"prediction_type": "v_prediction"},
     "vpred_zsnr": {"prediction_type": "v_prediction", "zero_snr": True},
     "lr2e-3": {"lr": 2e-3},
+    "wide_vpred_zsnr": {"variant": "wide", "steps": 2060, "prediction_type": "v_prediction", "zero_snr": True},
 }
 
 
