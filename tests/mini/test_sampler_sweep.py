@@ -1,27 +1,12 @@
 """scripts/mini/sampler_sweep.py on the shipped weights, reduced to a few images."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-from safediffusion.mini.assets import WEIGHTS_DIR
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "mini" / "sampler_sweep.py"
-pytestmark = pytest.mark.skipif(not (WEIGHTS_DIR / "pipeline" / "model_index.json").is_file(),
-                                reason="shipped weights not trained yet: run `python scripts/mini/pretrain.py`")
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("sampler_sweep", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_sweep_and_objects(tmp_path, capsys):
-    script = _script()
+def test_sweep_and_objects(tmp_path, capsys, mini_script):
+    script = mini_script("sampler_sweep")
     assert script.main(["--spec", "5,4,1", "--max-prompts", "1", "--out", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "sampler_sweep.json").read_text())["sweep"]
     assert [(r["cfg"], r["steps"], r["eta"]) for r in rows] == [(5.0, 4, 1.0)]
@@ -31,8 +16,8 @@ def test_sweep_and_objects(tmp_path, capsys):
     assert len(obj) == len(script.OBJECT_PROMPTS) and all(sum(r["objects_per_image"].values()) == 2 for r in obj)
 
 
-def test_bad_spec_and_model_are_clear_errors(tmp_path, capsys):
-    script = _script()
+def test_bad_spec_and_model_are_clear_errors(tmp_path, capsys, mini_script):
+    script = mini_script("sampler_sweep")
     with pytest.raises(SystemExit) as e:
         script.main(["--spec", "5,20", "--out", str(tmp_path)])
     assert e.value.code == 2 and "CFG,STEPS,ETA" in capsys.readouterr().err

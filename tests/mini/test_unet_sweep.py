@@ -1,27 +1,10 @@
 """scripts/mini/unet_sweep.py, reduced to a few training steps and images."""
 
-import importlib.util
 import json
-from pathlib import Path
-
-import pytest
-
-from safediffusion.mini.assets import WEIGHTS_DIR
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "mini" / "unet_sweep.py"
-pytestmark = pytest.mark.skipif(not (WEIGHTS_DIR / "pipeline" / "model_index.json").is_file(),
-                                reason="shipped weights not trained yet: run `python scripts/mini/pretrain.py`")
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("unet_sweep", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_runs_are_cost_matched_and_unknown_runs_refused(tmp_path, capsys):
-    script = _script()
+def test_runs_are_cost_matched_and_unknown_runs_refused(tmp_path, capsys, mini_script):
+    script = mini_script("unet_sweep")
     from safediffusion.mini.architectures import UNET_VARIANTS
 
     assert all(spec.get("variant", "shipped") in UNET_VARIANTS for spec in script.RUNS.values())
@@ -30,8 +13,8 @@ def test_runs_are_cost_matched_and_unknown_runs_refused(tmp_path, capsys):
     assert not (tmp_path / "w").exists()
 
 
-def test_one_run_trains_and_scores(tmp_path):
-    script = _script()
+def test_one_run_trains_and_scores(tmp_path, mini_script):
+    script = mini_script("unet_sweep")
     work, out = tmp_path / "w", tmp_path / "out"
     assert script.main(["--runs", "vpred_zsnr", "--workdir", str(work), "--out", str(out), "--n-train", "64",
                         "--steps-scale", "0.001", "--max-prompts", "1"]) == 0
