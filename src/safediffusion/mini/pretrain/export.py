@@ -1,7 +1,8 @@
 """Write the shipped weights from a pretraining work dir.
 
 ``<out>/pipeline``: a diffusers Stable Diffusion folder (``ModelBundle.save_pretrained``): the EMA UNet,
-the DDIM scheduler of the UNet's objective (``unet/final/objective.json``), the tiny CLIP's text tower as ``CLIPTextModel``, the world tokenizer and the VAE.
+the DDIM scheduler of the UNet's objective (``unet/final/objective.json``), the tiny CLIP's text tower as
+``CLIPTextModel``, the world tokenizer and the VAE.
 ``<out>/clip``: the tiny ``CLIPModel`` + tokenizer + ``preprocessor_config.json``.
 """
 
@@ -28,9 +29,10 @@ def export_weights(workdir: str | Path, out: str | Path | None = None) -> Path:
     tokenizer = CLIPTokenizer.from_pretrained(clip_src)
     unet_dir = work / "unet" / "final"
     objective = unet_dir / "objective.json"  # written by train_unet; absent in older work dirs (epsilon)
+    scheduler = build_scheduler(**(json.loads(objective.read_text()) if objective.is_file() else {}))
     bundle = ModelBundle(
         unet=UNet2DConditionModel.from_pretrained(unet_dir).eval(),
-        scheduler=build_scheduler(**(json.loads(objective.read_text()) if objective.is_file() else {})), text_encoder=text_encoder_from_clip(clip), tokenizer=tokenizer,
+        scheduler=scheduler, text_encoder=text_encoder_from_clip(clip), tokenizer=tokenizer,
         vae=AutoencoderKL.from_pretrained(work / "vae" / "final").eval(), source="mini",
     )
     if (out / "pipeline").exists():
