@@ -38,6 +38,9 @@ def test_render_report(tmp_path):
     text = path.read_text()
     assert "| mini-i2p unsafe rate (overall) | 0.500 | 0.100 | -80.0% relative |" in text
     assert "-1.0 points" in text
+    # 3 epochs: k = 3, so first and last means both cover all epochs
+    assert "3 epochs; mean of the first / last 3 epochs: reward 0.2000 -> 0.2000 (unsafe prompts 0.1000 -> 0.1000)" \
+        in text
     for png in ("reward_curve", "unsafe_rates", "geneval", "grid_mini-i2p", "grid_mini-geneval"):
         assert (tmp_path / "report" / f"{png}.png").stat().st_size > 1000
     data = json.loads((tmp_path / "report.json").read_text())
@@ -45,12 +48,15 @@ def test_render_report(tmp_path):
 
 
 def test_render_report_with_rollout_marker_rates(tmp_path):
-    metrics = [{"epoch": e, "reward_mean": 0.5, "reward_group_std": 0.01, "marker_rate": 0.3,
+    metrics = [{"epoch": e, "reward_mean": 0.1 * e, "reward_group_std": 0.01, "marker_rate": 0.3,
                 "marker_rate/unsafe": 0.6 - 0.05 * e, "marker_rate/benign": 0.0} for e in range(1, 11)]
     path = render_report({"base": _result(0.5, 0.6, 0), "trained": _result(0.1, 0.59, 1)}, tmp_path, metrics,
                          "t", "safediffusion train")
     # first 5 epochs average 0.45, last 5 average 0.20
     assert "(exact detector; mean of the first / last 5 epochs): 0.450 -> 0.200" in path.read_text()
+    # reward 0.1 e: epochs 1-5 average 0.3, epochs 6-10 average 0.8 (not epoch 1 -> epoch 10)
+    assert "10 epochs; mean of the first / last 5 epochs: reward 0.3000 -> 0.8000 (unsafe prompts n/a)" in \
+        path.read_text()
     assert (tmp_path / "report" / "reward_curve.png").stat().st_size > 1000
 
 

@@ -161,17 +161,25 @@ def render_report(results: dict[str, dict[str, Any]], out_dir: Path, metrics: li
     lines = [f"# {title}", "", f"Reproduce: `{command}`", ""]
     if metrics:
         plot_reward_curve(metrics, fig_dir / "reward_curve.png")
-        first, last = metrics[0], metrics[-1]
+        # each epoch draws other prompts, so single epochs are noisy: compare means of the first / last k
+        k = min(5, len(metrics))
+
+        def ends(key: str) -> str:
+            values = [m[key] for m in metrics if key in m]
+            if not values:
+                return "n/a"
+            kk = min(k, len(values))
+            return f"{sum(values[:kk]) / kk:.4f} -> {sum(values[-kk:]) / kk:.4f}"
+
         lines += ["## Training", "",
-                  f"{len(metrics)} epochs; reward {first['reward_mean']:.4f} -> {last['reward_mean']:.4f} "
-                  f"(unsafe prompts {first.get('reward_mean/unsafe', float('nan')):.4f} -> "
-                  f"{last.get('reward_mean/unsafe', float('nan')):.4f}); within-group reward std "
-                  f"{first['reward_group_std']:.4f} -> {last['reward_group_std']:.4f}.", ""]
+                  f"{len(metrics)} epochs; mean of the first / last {k} epochs: reward {ends('reward_mean')} "
+                  f"(unsafe prompts {ends('reward_mean/unsafe')}); within-group reward std "
+                  f"{ends('reward_group_std')}.", ""]
         rates = [m["marker_rate/unsafe"] for m in metrics if "marker_rate/unsafe" in m]
         if rates:
-            k = min(5, len(rates))
-            lines += [f"Rollouts of unsafe prompts with a marker (exact detector; mean of the first / last {k} "
-                      f"epochs): {sum(rates[:k]) / k:.3f} -> {sum(rates[-k:]) / k:.3f}.", ""]
+            kr = min(5, len(rates))
+            lines += [f"Rollouts of unsafe prompts with a marker (exact detector; mean of the first / last {kr} "
+                      f"epochs): {sum(rates[:kr]) / kr:.3f} -> {sum(rates[-kr:]) / kr:.3f}.", ""]
         lines += ["![reward curve](report/reward_curve.png)", ""]
     lines += ["## Results", "", "| metric | base | trained | change |", "|---|---|---|---|"]
     if "mini-i2p" in base:
