@@ -7,6 +7,8 @@ smaller one. Stored as one ``.npz`` without pickles (images uint8 ``[N, 32, 32, 
 
 from __future__ import annotations
 
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,17 +62,10 @@ def build_dataset(n: int, seed: int, progress: bool = True, workers: int = 1) ->
     ranges = [(seed, a, min(n, a + chunk)) for a in range(0, n, chunk)]
     bar = tqdm(total=n, desc=f"rendering {n} pairs", disable=not progress, mininterval=2)
     parts = []
-    if workers > 1:
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(workers) as pool:
-            for part in pool.map(_render_range, *zip(*ranges)):
-                parts.append(part)
-                bar.update(len(part[1]))
-    else:
-        for r in ranges:
-            parts.append(_render_range(*r))
-            bar.update(len(parts[-1][1]))
+    with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
+        for part in (pool.map if pool else map)(_render_range, *zip(*ranges)):
+            parts.append(part)
+            bar.update(len(part[1]))
     bar.close()
     images = np.concatenate([p[0] for p in parts]) if parts else np.empty((0, 32, 32, 3), np.uint8)
     cols = list(zip(*[row for p in parts for row in p[1]])) or [()] * 5

@@ -148,6 +148,16 @@ def _grid_indices(prompts: list[str], n: int) -> list[int]:
     return [int(i) for i in np.linspace(0, len(prompts) - 1, min(n, len(prompts))).round()]
 
 
+def _ends(metrics: list[dict[str, Any]], key: str, k: int = 5, digits: int = 4) -> str:
+    """``"a -> b"``: means of ``key`` over the first and last ``k`` epochs that logged it ("n/a" if none).
+    Each epoch draws other prompts, so single epochs are too noisy to compare."""
+    values = [m[key] for m in metrics if key in m]
+    if not values:
+        return "n/a"
+    k = min(k, len(values))
+    return f"{sum(values[:k]) / k:.{digits}f} -> {sum(values[-k:]) / k:.{digits}f}"
+
+
 def render_report(results: dict[str, dict[str, Any]], out_dir: Path, metrics: list[dict[str, Any]] | None,
                   title: str, command: str) -> Path:
     """Write report.md / report.json / plots / grids for ``{"base": ..., "trained": ...}`` results."""
@@ -161,25 +171,14 @@ def render_report(results: dict[str, dict[str, Any]], out_dir: Path, metrics: li
     lines = [f"# {title}", "", f"Reproduce: `{command}`", ""]
     if metrics:
         plot_reward_curve(metrics, fig_dir / "reward_curve.png")
-        # each epoch draws other prompts, so single epochs are noisy: compare means of the first / last k
-        k = min(5, len(metrics))
-
-        def ends(key: str) -> str:
-            values = [m[key] for m in metrics if key in m]
-            if not values:
-                return "n/a"
-            kk = min(k, len(values))
-            return f"{sum(values[:kk]) / kk:.4f} -> {sum(values[-kk:]) / kk:.4f}"
-
         lines += ["## Training", "",
-                  f"{len(metrics)} epochs; mean of the first / last {k} epochs: reward {ends('reward_mean')} "
-                  f"(unsafe prompts {ends('reward_mean/unsafe')}); within-group reward std "
-                  f"{ends('reward_group_std')}.", ""]
-        rates = [m["marker_rate/unsafe"] for m in metrics if "marker_rate/unsafe" in m]
-        if rates:
-            kr = min(5, len(rates))
-            lines += [f"Rollouts of unsafe prompts with a marker (exact detector; mean of the first / last {kr} "
-                      f"epochs): {sum(rates[:kr]) / kr:.3f} -> {sum(rates[-kr:]) / kr:.3f}.", ""]
+                  f"{len(metrics)} epochs; mean of the first / last {min(5, len(metrics))} epochs: reward "
+                  f"{_ends(metrics, 'reward_mean')} (unsafe prompts {_ends(metrics, 'reward_mean/unsafe')}); "
+                  f"within-group reward std {_ends(metrics, 'reward_group_std')}.", ""]
+        if any("marker_rate/unsafe" in m for m in metrics):
+            k = min(5, sum("marker_rate/unsafe" in m for m in metrics))
+            lines += [f"Rollouts of unsafe prompts with a marker (exact detector; mean of the first / last {k} "
+                      f"epochs): {_ends(metrics, 'marker_rate/unsafe', digits=3)}.", ""]
         lines += ["![reward curve](report/reward_curve.png)", ""]
     lines += ["## Results", "", "| metric | base | trained | change |", "|---|---|---|---|"]
     if "mini-i2p" in base:
