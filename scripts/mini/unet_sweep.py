@@ -29,7 +29,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 #: name -> overrides of train_unet's defaults (steps 3600, lr 1e-3, shipped layout, epsilon objective).
 #: Steps of other layouts = 3600 / (their CPU cost per training step relative to the shipped UNet, measured
-#: at batch 64 with 2 threads: attn16 2.14, wide 1.75, deep 1.60, wide4x4 1.36).
+#: at batch 64 with 2 threads: attn16 2.14, wide 1.75, deep 1.60, wide4x4 1.36; a later run of
+#: benchmarks/bench_mini_unet_layouts.py gave 2.11, 1.74, 1.53, 1.34).
 RUNS: dict[str, dict] = {
     "shipped": {},
     "shipped_2x": {"steps": 7200},
