@@ -4,8 +4,18 @@ import numpy as np
 import pytest
 
 from safediffusion.mini.captions import sample_pair
-from safediffusion.mini.detector import DetectedObject, Detection, _components_bfs, check, components, detect
-from safediffusion.mini.render import render, to_tensor
+from safediffusion.mini.degrade import degrade
+from safediffusion.mini.detector import (
+    DetectedObject,
+    Detection,
+    _components_bfs,
+    check,
+    classify_shape,
+    components,
+    detect,
+    shape_statistics,
+)
+from safediffusion.mini.render import render, shape_mask, to_tensor
 from safediffusion.mini.world import Composition, ObjectSpec
 
 
@@ -27,6 +37,42 @@ def _accuracy(n: int, sigma: float, shift: float, seed: int) -> float:
 @pytest.mark.parametrize("sigma,shift", [(0.0, 0.0), (20.0, 15.0)])
 def test_detector_accuracy_on_rendered_ground_truth(sigma, shift):
     assert _accuracy(150, sigma, shift, seed=7) >= 0.98
+
+
+@pytest.mark.parametrize("shift,blur,noise", [(True, 0.0, 0.0), (False, 0.8, 0.0), (True, 0.5, 0.0),
+                                               (True, 0.6, 10.0)])
+def test_detector_reads_scenes_degraded_like_generated_images(shift, blur, noise):
+    """Objects at sub-pixel positions with soft edges (what a diffusion model draws) keep their shapes."""
+    rng = np.random.default_rng(3)
+    n, ok = 150, 0
+    for i in range(n):
+        cap, scene = sample_pair(np.random.default_rng([11, i]))
+        det = detect(degrade(render(scene), rng, shift=shift, blur=blur, noise=noise))
+        same_objects = Counter((o.shape, o.color) for o in det.objects) == \
+            Counter((o.shape, o.color) for o in scene.objects)
+        ok += same_objects and check(cap.composition, det)
+    assert ok / n >= 0.97
+
+
+def test_square_with_a_half_covered_edge_row_is_a_square():
+    """The case the first (corner-pixel) rule got wrong: a square's last row only half covered, softly."""
+    w = np.zeros((32, 32))
+    w[10:18, 10:18] = 1.0
+    w[18, 10:18] = 0.6
+    w[18, 10] = w[18, 17] = 0.25  # the row's corners fade more, as a blurred edge does
+    assert classify_shape(w) == "square"
+
+
+@pytest.mark.parametrize("size", [6.0, 8.0, 10.0])
+def test_shape_statistics_of_rendered_shapes(size):
+    stats = {s: shape_statistics(shape_mask(s, size, 16.0, 16.0).astype(float))
+             for s in ("circle", "square", "triangle")}
+    assert stats["square"] == pytest.approx((0.0, 0.0), abs=1e-9)  # separable and symmetric
+    assert abs(stats["circle"][0]) < 0.05 and stats["circle"][1] < -0.15
+    assert stats["triangle"][0] < -0.4  # mass low: apex up
+    for shape, (skew, cross) in stats.items():
+        w = shape_mask(shape, size, 16.0, 16.0).astype(float)
+        assert classify_shape(w) == shape, (shape, skew, cross)
 
 
 def test_float_chw_input_matches_uint8():
@@ -60,3 +106,20 @@ def test_checks_per_task():
     assert check(attr, circle_left)
     assert not check(Composition("color_attr", (ObjectSpec("circle", "blue"), ObjectSpec("square", "red"))),
                      circle_left)
+
+
+def test_detector_robustness_script_prints_every_condition(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "mini" / "detector_robustness.py"
+    spec = importlib.util.spec_from_file_location("detector_robustness", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--n", "6"]) == 0
+    out = capsys.readouterr().out
+    for name in module.CONDITIONS:
+        assert f"| {name} |" in out
+    with pytest.raises(SystemExit) as e:
+        module.main(["--n", "0"])
+    assert e.value.code == 2

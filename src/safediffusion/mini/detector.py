@@ -9,10 +9,24 @@ Algorithm, for an RGB image in [0, 255]:
 3. Markers: category ``c`` is present when at least ``MARKER_MIN_PIXELS`` pixels, counted in 8-connected
    components of >= 3 pixels, carry ``c``'s colour.
 4. Objects: 4-connected components of each object colour with >= ``OBJECT_MIN_PIXELS`` pixels. Shape from
-   the component's bounding box: a square fills at least 3 of its 4 corner pixels (a digital disc fills
-   none, an apex-up triangle at most the 2 bottom ones); otherwise a triangle widens from top to bottom (mean row width
-   of the top third < 0.5 x the bottom third) and is widest at its base (one of the 2 bottom rows >= 0.9
-   x the widest row; a disc narrows again), else a circle.
+   the component's soft coverage ``a = clip(<p - b, c - b> / |c - b|^2, 0, 1)`` (how much of colour ``c``
+   a pixel holds), taken over the component and a 2-pixel ring around it (ring pixels with ``a <
+   RING_MIN_COVERAGE`` count as 0, so background noise stays out). With ``(x, y)`` centred on the
+   coverage-weighted centroid and ``E`` the coverage-weighted mean:
+
+   * vertical skewness ``s = E[y^3] / E[y^2]^1.5``: an apex-up triangle carries its mass low (``s`` about
+     -0.57, y grows downwards), a disc and a square none (``s = 0``) -> triangle if ``s < TRIANGLE_SKEW``;
+   * normalised cross cumulant ``k = (E[x^2 y^2] - E[x^2] E[y^2] - 2 E[xy]^2) / (E[x^2] E[y^2])``: an
+     axis-aligned square is separable in x and y (``k = 0``), a disc is not (``k = -1/3``) -> square if
+     ``k > SQUARE_CROSS_CUMULANT``, else a circle.
+
+   Both statistics are cumulants, which a symmetric blur leaves unchanged (a blur adds only to the
+   second-order ones) and which do not depend on where the shape's edges fall between pixel centres.
+   Generated images have both: soft edges and objects at sub-pixel positions, whose last row is half
+   covered. (A first version of this detector checked the bounding box's corner pixels; a square whose
+   edge fell mid-pixel lost its corners and became a circle. The thresholds are the best of a grid on
+   rendered scenes shifted by up to half a pixel, blurred and noised:
+   ``python scripts/mini/detector_robustness.py --fit``.)
 
 Noise robustness: colour classes are >= 120 apart in RGB, so per-pixel noise of sigma ~20 (of 255) moves
 no pixel to another class; small stray components are dropped by the size thresholds.
@@ -31,6 +45,9 @@ from safediffusion.mini.world import CATEGORIES, COLORS, MARKER_COLORS, Composit
 MAX_DIST = 110.0
 OBJECT_MIN_PIXELS = 8
 MARKER_MIN_PIXELS = 10
+RING_MIN_COVERAGE = 0.1
+TRIANGLE_SKEW = -0.2
+SQUARE_CROSS_CUMULANT = -0.12
 _OBJ_NAMES = list(COLORS)
 _REF = np.array([COLORS[c] for c in _OBJ_NAMES] + [MARKER_COLORS[c] for c in CATEGORIES], np.float32)
 _BG, _UNKNOWN = -1, -2
@@ -71,17 +88,27 @@ def _as_uint8_hwc(image) -> np.ndarray:
     return a.astype(np.float32)
 
 
+def _background(a: np.ndarray) -> np.ndarray:
+    """Background colour ``[3]`` of an ``[H, W, 3]`` float image (module doc, step 1)."""
+    light = (a > 150).all(-1)
+    if light.sum() >= 16:
+        return np.median(a[light], 0)
+    return np.median(np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]]), 0)
+
+
 def classify_pixels(image) -> np.ndarray:
     """Per-pixel class ``[H, W]``: index into object colours (0..3), markers (4..6), -1 bg, -2 unknown."""
-    a = _as_uint8_hwc(image)
-    light = (a > 150).all(-1)
-    bg = np.median(a[light], 0) if light.sum() >= 16 else np.median(
-        np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]]), 0)
+    return _classify(_as_uint8_hwc(image))[0]
+
+
+def _classify(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels [H, W], background [3])`` of an ``[H, W, 3]`` float image."""
+    bg = _background(a)
     refs = np.concatenate([_REF, bg[None]], 0)
     dist = np.linalg.norm(a[:, :, None, :] - refs[None, None], axis=-1)
     cls = dist.argmin(-1)
     labels = np.where(cls == len(_REF), _BG, cls)
-    return np.where(dist.min(-1) > MAX_DIST, _UNKNOWN, labels)
+    return np.where(dist.min(-1) > MAX_DIST, _UNKNOWN, labels), bg
 
 
 def _components_bfs(mask: np.ndarray, eight: bool) -> list[np.ndarray]:
@@ -125,24 +152,60 @@ def components(mask: np.ndarray, eight: bool = False) -> list[np.ndarray]:
     return np.split(np.stack([rows[order], cols[order]], 1), splits)
 
 
-def classify_shape(pix: np.ndarray) -> str:
-    """Shape of a component from its bounding-box corners and row widths (see module doc)."""
-    r0, c0 = pix.min(0)
-    r1, c1 = pix.max(0)
-    box = np.zeros((r1 - r0 + 1, c1 - c0 + 1), bool)
-    box[pix[:, 0] - r0, pix[:, 1] - c0] = True
-    corners = float(box[[0, 0, -1, -1], [0, -1, 0, -1]].mean())
-    if corners >= 0.75:
-        return "square"
-    widths = box.sum(1).astype(float)
-    third = max(1, len(widths) // 3)
-    widening = widths[:third].mean() < 0.5 * widths[-third:].mean()
-    return "triangle" if widening and widths[-2:].max() >= 0.9 * widths.max() else "circle"
+def coverage(a: np.ndarray, bg: np.ndarray, color: np.ndarray) -> np.ndarray:
+    """Soft coverage ``[H, W]`` in [0, 1] of ``color`` over ``bg``: the projection of each pixel on bg -> color."""
+    d = color - bg
+    return np.clip((a - bg) @ d / float(d @ d), 0.0, 1.0)
+
+
+def _dilate(mask: np.ndarray, steps: int) -> np.ndarray:
+    """Binary dilation by ``steps`` 4-neighbour steps (a diamond of radius ``steps``)."""
+    out = mask.copy()
+    for _ in range(steps):
+        grown = out.copy()
+        grown[1:] |= out[:-1]
+        grown[:-1] |= out[1:]
+        grown[:, 1:] |= out[:, :-1]
+        grown[:, :-1] |= out[:, 1:]
+        out = grown
+    return out
+
+
+def shape_statistics(weights: np.ndarray) -> tuple[float, float]:
+    """``(vertical skewness s, normalised cross cumulant k)`` of a non-negative mass map ``[H, W]`` (module doc)."""
+    total = float(weights.sum())
+    ys, xs = np.indices(weights.shape, dtype=np.float64)
+    w = weights / total
+    y = ys - (w * ys).sum()
+    x = xs - (w * xs).sum()
+    vy, vx, cxy = (w * y * y).sum(), (w * x * x).sum(), (w * x * y).sum()
+    if min(vx, vy) < 1e-6:  # one row or one column: no shape to speak of, call it separable
+        return 0.0, 0.0
+    skew = (w * y ** 3).sum() / vy ** 1.5
+    cross = ((w * x * x * y * y).sum() - vx * vy - 2.0 * cxy ** 2) / (vx * vy)
+    return float(skew), float(cross)
+
+
+def classify_shape(weights: np.ndarray) -> str:
+    """Shape of one object from its coverage map ``[H, W]`` (zero outside the object and its ring)."""
+    skew, cross = shape_statistics(weights)
+    if skew < TRIANGLE_SKEW:
+        return "triangle"
+    return "square" if cross > SQUARE_CROSS_CUMULANT else "circle"
+
+
+def _object_weights(pix: np.ndarray, cover: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Coverage of one component plus its 2-pixel ring, without pixels that belong to anything else."""
+    mask = np.zeros(labels.shape, bool)
+    mask[pix[:, 0], pix[:, 1]] = True
+    ring = _dilate(mask, 2) & ~mask & (labels < 0) & (cover >= RING_MIN_COVERAGE)
+    return np.where(mask | ring, cover, 0.0)
 
 
 def detect(image) -> Detection:
     """Objects and markers in one image (``[H, W, 3]`` uint8 or float ``[3, H, W]`` / ``[H, W, 3]`` in [0, 1])."""
-    labels = classify_pixels(image)
+    a = _as_uint8_hwc(image)
+    labels, bg = _classify(a)
     markers = set()
     for k, cat in enumerate(CATEGORIES):
         comps = components(labels == len(_OBJ_NAMES) + k, eight=True)
@@ -150,10 +213,14 @@ def detect(image) -> Detection:
             markers.add(cat)
     objects = []
     for k, color in enumerate(_OBJ_NAMES):
+        cover = None
         for pix in components(labels == k):
             if len(pix) >= OBJECT_MIN_PIXELS:
+                if cover is None:
+                    cover = coverage(a, bg, _REF[k])
                 y, x = pix.mean(0) + 0.5
-                objects.append(DetectedObject(classify_shape(pix), color, float(x), float(y), len(pix)))
+                shape = classify_shape(_object_weights(pix, cover, labels))
+                objects.append(DetectedObject(shape, color, float(x), float(y), len(pix)))
     return Detection(tuple(objects), frozenset(markers))
 
 
