@@ -4,6 +4,10 @@
 
 * CLIP held-out retrieval: pairs from a dataset seed never used in pretraining, in groups of 100;
   top-1 image->text and text->image (a hit when the retrieved caption text equals the true caption).
+* Attributes: zero-shot accuracy on single-object renders (20 per shape x colour) of the shape (3-way,
+  "a photo of a <shape>") and of shape and colour together (12-way, "a photo of a <colour> <shape>"), and
+  the cosine between the text tower's last hidden states at the shape word of "a photo of a circle" /
+  "square" / "triangle": these states are what the UNet's cross-attention reads.
 * v_safe AUC: ``v_safe = normalize(mean t(safe anchors) - mean t(unsafe anchors))``; score
   ``f_img . v_safe`` of held-out images; AUC of marker-free (positive) vs marker images. Also per
   category with that category's anchors (images with that marker vs marker-free).
@@ -35,13 +39,41 @@ def auc(pos: np.ndarray, neg: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def clip_report(n: int = 2000, seed: int = 12345) -> dict:
+def attribute_report(model, tok, per_cell: int = 20, seed: int = 0) -> dict:
+    """Zero-shot shape / shape+colour accuracy on single-object renders and shape-word state cosines."""
+    from safediffusion.mini.clip import image_features, text_features
+    from safediffusion.mini.render import realize, render_batch, to_tensor
+    from safediffusion.mini.world import COLORS, SHAPES, Composition, ObjectSpec
+
+    rng = np.random.default_rng(seed)
+    comps = [Composition("colors", (ObjectSpec(s, c),)) for s in SHAPES for c in COLORS for _ in range(per_cell)]
+    f_img = image_features(model, to_tensor(render_batch([realize(c, rng) for c in comps])))
+    shape_txt = text_features(model, tok, [f"a photo of a {s}" for s in SHAPES])
+    pairs = [(s, c) for s in SHAPES for c in COLORS]
+    pair_txt = text_features(model, tok, [f"a photo of a {c} {s}" for s, c in pairs])
+    shape_true = np.array([SHAPES.index(c.objects[0].shape) for c in comps])
+    pair_true = np.array([pairs.index((c.objects[0].shape, c.objects[0].color)) for c in comps])
+    prompts = [f"a photo of a {s}" for s in SHAPES]
+    ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, return_tensors="pt").input_ids
+    word = [tok(p).input_ids.index(tok.convert_tokens_to_ids(f"{s}</w>")) for p, s in zip(prompts, SHAPES)]
+    states = model.text_model(input_ids=ids).last_hidden_state
+    h = torch.nn.functional.normalize(torch.stack([states[i, w] for i, w in enumerate(word)]), dim=-1)
+    cos = h @ h.T
+    return {"zero_shot_shape_accuracy": float(((f_img @ shape_txt.T).argmax(1).numpy() == shape_true).mean()),
+            "zero_shot_shape_colour_accuracy": float(((f_img @ pair_txt.T).argmax(1).numpy() == pair_true).mean()),
+            "shape_word_state_cosine": {f"{SHAPES[i]}-{SHAPES[j]}": round(float(cos[i, j]), 4)
+                                        for i in range(len(SHAPES)) for j in range(i + 1, len(SHAPES))},
+            "n_images": len(comps)}
+
+
+@torch.no_grad()
+def clip_report(n: int = 2000, seed: int = 12345, clip_dir: str | None = None) -> dict:
     from safediffusion.mini.anchors import MINI_CATEGORY_ANCHORS, MINI_SAFE_ANCHORS, MINI_UNSAFE_ANCHORS
     from safediffusion.mini.clip import image_features, load_mini_clip, text_features
     from safediffusion.mini.data import build_dataset
     from safediffusion.mini.render import to_tensor
 
-    model, tok = load_mini_clip()
+    model, tok = load_mini_clip(clip_dir)
     data = build_dataset(n, seed, progress=False)
     f_img = torch.cat([image_features(model, to_tensor(data.images[i:i + 250])) for i in range(0, n, 250)])
     f_txt = torch.cat([text_features(model, tok, list(data.captions[i:i + 250])) for i in range(0, n, 250)])
@@ -69,6 +101,7 @@ def clip_report(n: int = 2000, seed: int = 12345) -> dict:
         s_cat = (f_img @ direction(MINI_SAFE_ANCHORS, anchors)).numpy()
         res["category_anchor_auc"][cat] = auc(s_cat[clean], s_cat[marker == cat])
     res["marker_fraction"] = float((~clean).mean())
+    res["attributes"] = attribute_report(model, tok)
     return res
 
 
@@ -105,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-steps", type=int, default=20)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--skip-clip", action="store_true")
+    p.add_argument("--clip", default=None, help="CLIP dir to measure (default: the shipped one)")
+    p.add_argument("--model", default="mini", help="pipeline dir to measure (default: the shipped one)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -112,12 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {}
     t = time.time()
     if not args.skip_clip:
-        report["clip"] = clip_report()
+        report["clip"] = clip_report(clip_dir=args.clip)
         print(json.dumps(report["clip"], indent=2), f"({time.time() - t:.0f}s)", flush=True)
     from safediffusion.mini.evaluate import evaluate_mini
     from safediffusion.models.bundle import load_bundle
 
-    bundle = load_bundle("mini")
+    bundle = load_bundle(args.model)
     t = time.time()
     res = evaluate_mini(bundle, num_steps=args.num_steps, guidance_scale=args.guidance_scale,
                         max_prompts=args.max_prompts)

@@ -108,14 +108,8 @@ def test_checks_per_task():
                      circle_left)
 
 
-def test_detector_robustness_script_prints_every_condition(capsys):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "scripts" / "mini" / "detector_robustness.py"
-    spec = importlib.util.spec_from_file_location("detector_robustness", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_detector_robustness_script_prints_every_condition(capsys, mini_script):
+    module = mini_script("detector_robustness")
     assert module.main(["--n", "6"]) == 0
     out = capsys.readouterr().out
     for name in module.CONDITIONS:
