@@ -20,8 +20,9 @@ Algorithm, for an RGB image in [0, 255]:
      axis-aligned square is separable in x and y (``k = 0``), a disc is not (``k = -1/3``) -> square if
      ``k > SQUARE_CROSS_CUMULANT``, else a circle.
 
-   Both statistics are cumulants, which a symmetric blur leaves unchanged (a blur adds only to the
-   second-order ones) and which do not depend on where the shape's edges fall between pixel centres.
+   Their numerators are cumulants of order 3 and 4, which a Gaussian blur leaves unchanged (it adds only
+   to the variances, so the normalised values shrink towards 0 but keep their sign); a bilinear sub-pixel
+   shift of a square stays separable. Neither depends on a bounding box.
    Generated images have both: soft edges and objects at sub-pixel positions, whose last row is half
    covered. (A first version of this detector checked the bounding box's corner pixels; a square whose
    edge fell mid-pixel lost its corners and became a circle. The thresholds are the best of a grid on
