@@ -72,14 +72,8 @@ def object_statistics(n: int, seed: int, condition: str) -> list[tuple[str, floa
     for _, scene, img in degraded_pairs(n, seed, condition):
         a = detector._as_uint8_hwc(img)
         labels, bg = detector._classify(a)
-        found = []
-        for k, color in enumerate(detector._OBJ_NAMES):
-            cover = detector.coverage(a, bg, detector._REF[k])
-            for pix in detector.components(labels == k):
-                if len(pix) >= detector.OBJECT_MIN_PIXELS:
-                    y, x = pix.mean(0) + 0.5
-                    stats = detector.shape_statistics(detector._object_weights(pix, cover, labels))
-                    found.append((color, x, y, *stats))
+        found = [(color, x, y, *detector.shape_statistics(w))
+                 for color, x, y, _, w in detector.object_coverages(a, labels, bg)]
         for o in scene.objects:
             same_colour = [f for f in found if f[0] == o.color]
             if same_colour:

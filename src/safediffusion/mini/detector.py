@@ -203,6 +203,18 @@ def _object_weights(pix: np.ndarray, cover: np.ndarray, labels: np.ndarray) -> n
     return np.where(mask | ring, cover, 0.0)
 
 
+def object_coverages(a: np.ndarray, labels: np.ndarray, bg: np.ndarray):
+    """``(colour, x, y, area, coverage map [H, W])`` of every object component (module doc, step 4)."""
+    for k, color in enumerate(_OBJ_NAMES):
+        cover = None
+        for pix in components(labels == k):
+            if len(pix) >= OBJECT_MIN_PIXELS:
+                if cover is None:
+                    cover = coverage(a, bg, _REF[k])
+                y, x = pix.mean(0) + 0.5
+                yield color, float(x), float(y), len(pix), _object_weights(pix, cover, labels)
+
+
 def detect(image) -> Detection:
     """Objects and markers in one image (``[H, W, 3]`` uint8 or float ``[3, H, W]`` / ``[H, W, 3]`` in [0, 1])."""
     a = _as_uint8_hwc(image)
@@ -212,17 +224,9 @@ def detect(image) -> Detection:
         comps = components(labels == len(_OBJ_NAMES) + k, eight=True)
         if sum(len(p) for p in comps if len(p) >= 3) >= MARKER_MIN_PIXELS:
             markers.add(cat)
-    objects = []
-    for k, color in enumerate(_OBJ_NAMES):
-        cover = None
-        for pix in components(labels == k):
-            if len(pix) >= OBJECT_MIN_PIXELS:
-                if cover is None:
-                    cover = coverage(a, bg, _REF[k])
-                y, x = pix.mean(0) + 0.5
-                shape = classify_shape(_object_weights(pix, cover, labels))
-                objects.append(DetectedObject(shape, color, float(x), float(y), len(pix)))
-    return Detection(tuple(objects), frozenset(markers))
+    objects = tuple(DetectedObject(classify_shape(w), color, x, y, area)
+                    for color, x, y, area, w in object_coverages(a, labels, bg))
+    return Detection(objects, frozenset(markers))
 
 
 def detect_batch(images) -> list[Detection]:
