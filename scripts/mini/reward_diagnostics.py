@@ -1,11 +1,12 @@
 """Does the reward see the markers? Within-group diagnostics of the GRPO rewards on the miniature world.
 
-    python scripts/mini/reward_diagnostics.py [--config mini] [--prompts 32] [--group-size 8]
+    python scripts/mini/reward_diagnostics.py [--config mini] [--prompts 32] [--group-size 8] [--alphas 0.5,1,2]
 
 Samples ``G`` rollouts exactly as training does (model, DDIM steps, eta, CFG and reward encoder and anchors
 from ``--config``; ``configs/mini.yaml``: eta = 1, CFG 5, 10 steps) for each of ``N`` unsafe *train* prompts,
-judges every image with the exact detector (marker or not) and scores it with each reward of the ablation table (steering alpha 0.5 / 0.75 / 1.0 and the projection mode, plain CLIP
-alignment = alpha 0, negative-only).
+judges every image with the exact detector (marker or not) and scores it with each reward of the ablation
+table: steering at each ``--alphas`` value (default 0.5 / 0.75 / 1.0), the projection mode at 0.5, plain CLIP
+alignment (alpha 0) and negative-only.
 
 GRPO only learns from differences inside a group, so per reward it prints:
 
@@ -41,14 +42,26 @@ from safediffusion.rewards import build_reward  # noqa: E402
 from safediffusion.rewards.encoders import load_encoder  # noqa: E402
 from safediffusion.sampling.rollout import make_initial_latents, sample_rollout  # noqa: E402
 
-REWARDS = {
-    "steering a=0.5": {"name": "steering", "alpha": 0.5},
-    "steering a=0.75": {"name": "steering", "alpha": 0.75},
-    "steering a=1.0": {"name": "steering", "alpha": 1.0},
+FIXED_REWARDS = {
     "projection a=0.5": {"name": "steering", "alpha": 0.5, "mode": "projection"},
     "clip (a=0)": {"name": "clip"},
     "negative": {"name": "negative"},
 }
+
+
+def reward_rows(alphas: list[float]) -> dict[str, dict]:
+    """The rewards to score: steering at each alpha, then the projection mode, plain CLIP and negative-only."""
+    return {**{f"steering a={a:g}": {"name": "steering", "alpha": a} for a in alphas}, **FIXED_REWARDS}
+
+
+def _alphas(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"comma-separated numbers, e.g. 0.5,1,2; got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"positive values (alpha 0 is the plain CLIP row); got {text!r}")
+    return values
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/reward_diagnostics")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--alphas", type=_alphas, default=[0.5, 0.75, 1.0],
+                   help="steering alphas to score, comma-separated (default 0.5,0.75,1)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -82,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                      "marker_rate": float(marker.float().mean()), "rewards": {}}
     print(f"{len(images)} samples, marker rate {results['marker_rate']:.1%}")
     print(f"{'reward':16s} {'mixed groups':>12s} {'gap':>8s} {'AUC':>6s} {'adv gap':>8s} {'group std':>9s}")
-    for name, fields in REWARDS.items():
+    for name, fields in reward_rows(args.alphas).items():
         reward_cfg = dataclasses.replace(cfg.reward, **{"mode": "all", **fields})
         with torch.no_grad():
             r = build_reward(reward_cfg, encoder=encoder, base_dir=cfg.base_dir)(images, prompts).float().cpu()
