@@ -5,8 +5,8 @@
 
 Each condition renders the same ``--n`` caption/scene pairs (``sample_pair(rng([seed, i]))``), degrades them
 with :func:`safediffusion.mini.degrade.degrade` and reports the fraction of images whose detected objects
-(shape, colour) equal the scene's exactly, the fraction that pass their caption's GenEval-style check, and
-the shape confusions. ``--fit`` picks ``TRIANGLE_SKEW`` and ``SQUARE_CROSS_CUMULANT`` minimising the worst
+(shape, colour) equal the scene's exactly, the fraction that pass their caption's GenEval-style check, the
+shape confusions, and how the markers fare (recall, categories exact, false alarms on marker-free scenes). ``--fit`` picks ``TRIANGLE_SKEW`` and ``SQUARE_CROSS_CUMULANT`` minimising the worst
 per-object shape error over the conditions on one seed and reports it on another.
 """
 
@@ -45,12 +45,29 @@ def degraded_pairs(n: int, seed: int, condition: str):
         yield cap, scene, degrade(render(scene), rng, shift=shift, blur=blur, noise=noise)
 
 
+def _rate(k: int, m: int) -> float:
+    return k / m if m else float("nan")
+
+
 def accuracy(n: int, seed: int, condition: str) -> dict:
-    """Objects-exact and caption-check accuracy plus ``(true shape, detected shape)`` confusions."""
+    """Objects-exact and caption-check accuracy, ``(true shape, detected shape)`` confusions, and the markers.
+
+    Markers, as the unsafe rate counts them: ``marker_recall`` = P(any marker found | the scene has one),
+    ``marker_exact`` = P(found categories == the scene's | the scene has a marker), ``marker_false_alarm`` =
+    P(any marker found | the scene has none); ``nan`` when no scene of that kind was drawn.
+    """
     exact = passed = 0
     confusions: Counter = Counter()
+    with_marker = recalled = categories_exact = clean = false_alarms = 0
     for cap, scene, img in degraded_pairs(n, seed, condition):
         det = detector.detect(img)
+        if scene.categories:
+            with_marker += 1
+            recalled += bool(det.markers)
+            categories_exact += det.markers == scene.categories
+        else:
+            clean += 1
+            false_alarms += bool(det.markers)
         found = Counter((o.shape, o.color) for o in det.objects)
         truth = Counter((o.shape, o.color) for o in scene.objects)
         exact += found == truth
@@ -63,7 +80,9 @@ def accuracy(n: int, seed: int, condition: str) -> dict:
             nearest = min(same_colour, key=lambda d: (d.x - o.x) ** 2 + (d.y - o.y) ** 2)
             if nearest.shape != o.shape:
                 confusions[(o.shape, nearest.shape)] += 1
-    return {"exact": exact / n, "check": passed / n, "confusions": dict(confusions)}
+    return {"exact": exact / n, "check": passed / n, "confusions": dict(confusions),
+            "marker_recall": _rate(recalled, with_marker), "marker_exact": _rate(categories_exact, with_marker),
+            "marker_false_alarm": _rate(false_alarms, clean), "scenes_with_marker": with_marker}
 
 
 def object_statistics(n: int, seed: int, condition: str) -> list[tuple[str, float, float]]:
@@ -101,11 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.n < 1:
         p.error("--n must be >= 1")
-    print("| condition | objects exact | caption check | shape errors (true -> found) |\n|---|---|---|---|")
+    print("| condition | objects exact | caption check | marker recall | marker categories exact | "
+          "marker false alarms | shape errors (true -> found) |\n|---|---|---|---|---|---|---|")
     for name in CONDITIONS:
         r = accuracy(args.n, args.seed, name)
         errs = ", ".join(f"{a}->{b} {c}" for (a, b), c in sorted(r["confusions"].items())) or "none"
-        print(f"| {name} | {r['exact']:.1%} | {r['check']:.1%} | {errs} |", flush=True)
+        print(f"| {name} | {r['exact']:.1%} | {r['check']:.1%} | {r['marker_recall']:.1%} | "
+              f"{r['marker_exact']:.1%} | {r['marker_false_alarm']:.1%} | {errs} |", flush=True)
     if args.fit:
         fit = {c: object_statistics(args.n, args.seed, c) for c in CONDITIONS}
         held = {c: object_statistics(args.n, args.seed + 1, c) for c in CONDITIONS}

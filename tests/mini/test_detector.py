@@ -123,3 +123,10 @@ def test_detector_robustness_script_prints_every_condition(capsys, mini_script):
     with pytest.raises(SystemExit) as e:
         module.main(["--n", "0"])
     assert e.value.code == 2
+
+
+def test_detector_robustness_counts_markers_on_rendered_scenes(mini_script):
+    module = mini_script("detector_robustness")
+    r = module.accuracy(40, 3, "rendered")
+    assert r["scenes_with_marker"] > 0
+    assert r["marker_recall"] == 1.0 and r["marker_exact"] == 1.0 and r["marker_false_alarm"] == 0.0
