@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-train", type=int, default=60000)
-    p.add_argument("--clip-steps", type=int, default=600)
+    p.add_argument("--clip-steps", type=int, default=2000)
     p.add_argument("--vae-steps", type=int, default=1400)
     p.add_argument("--unet-steps", type=int, default=3600)
     p.add_argument("--out", default=None, help="weights dir (default: the package's mini/weights)")
@@ -45,10 +45,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="experiment: pooled text in the UNet's time embedding (not the shipped UNet)")
     p.add_argument("--unet-variant", default="shipped", choices=sorted(UNET_VARIANTS),
                    help="experiment: another UNet layout (architectures.UNET_VARIANTS)")
-    p.add_argument("--unet-prediction", default="epsilon", choices=("epsilon", "v_prediction"))
-    p.add_argument("--unet-zero-snr", action=argparse.BooleanOptionalAction, default=False,
-                   help="zero terminal SNR + trailing timesteps (needs --unet-prediction v_prediction)")
+    p.add_argument("--unet-prediction", default="v_prediction", choices=("epsilon", "v_prediction"))
+    p.add_argument("--unet-zero-snr", action=argparse.BooleanOptionalAction, default=None,
+                   help="zero terminal SNR + trailing timesteps (needs v_prediction; default: on with v_prediction)")
     args = p.parse_args(argv)
+    if args.unet_zero_snr is None:
+        args.unet_zero_snr = args.unet_prediction == "v_prediction"
     if args.unet_zero_snr and args.unet_prediction != "v_prediction":
         p.error("--unet-zero-snr needs --unet-prediction v_prediction")
     torch.set_num_threads(args.threads)

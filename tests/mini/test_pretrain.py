@@ -141,3 +141,5 @@ def test_v_prediction_unet_trains_and_exports_its_scheduler(tmp_path):
     bundle = load_bundle(str(tmp_path / "weights" / "pipeline"))
     assert bundle.scheduler.config.prediction_type == "v_prediction"
     assert bundle.scheduler.config.rescale_betas_zero_snr and bundle.scheduler.config.timestep_spacing == "trailing"
+    for part in ("unet", "vae"):  # no trace of the local work dir in the shipped configs
+        assert "_name_or_path" not in json.loads((tmp_path / "weights" / "pipeline" / part / "config.json").read_text())

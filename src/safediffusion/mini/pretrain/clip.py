@@ -27,7 +27,7 @@ def augment(images: torch.Tensor, gen: torch.Generator, max_sigma: float = 0.06)
     return (images + sigma * torch.randn(images.shape, generator=gen)).clamp(0, 1)
 
 
-def train_clip(data: PairDataset, workdir: str | Path, steps: int = 600, batch_size: int = 128,
+def train_clip(data: PairDataset, workdir: str | Path, steps: int = 2000, batch_size: int = 128,
                lr: float = 1e-3, seed: int = 0, progress: bool = True):
     """Train (or resume) the tiny CLIP; returns ``(model, tokenizer)`` and writes ``<workdir>/clip/final``."""
     tokenizer = build_mini_tokenizer()

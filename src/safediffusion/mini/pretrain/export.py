@@ -38,6 +38,11 @@ def export_weights(workdir: str | Path, out: str | Path | None = None) -> Path:
     if (out / "pipeline").exists():
         shutil.rmtree(out / "pipeline")
     bundle.save_pretrained(out / "pipeline")
+    for part in ("unet", "vae"):  # diffusers records the work dir it loaded from; not part of the model
+        config_file = out / "pipeline" / part / "config.json"
+        config = json.loads(config_file.read_text())
+        config.pop("_name_or_path", None)
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     if (out / "clip").exists():
         shutil.rmtree(out / "clip")
     shutil.copytree(clip_src, out / "clip")

@@ -74,7 +74,7 @@ def min_snr_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float,
 def train_unet(data: PairDataset, workdir: str | Path, steps: int = 3600, batch_size: int = 64, lr: float = 1e-3,
                p_uncond: float = 0.1, ema_decay: float = 0.998, snr_gamma: float = 5.0, seed: int = 0,
                progress: bool = True, pooled_text: bool = False, variant: str = "shipped",
-               prediction_type: str = "epsilon", zero_snr: bool = False, device: str | torch.device = "cpu",
+               prediction_type: str = "v_prediction", zero_snr: bool = True, device: str | torch.device = "cpu",
                stage: str = "unet"):
     """Train (or resume) the UNet; returns the EMA UNet and writes ``<workdir>/<stage>/final``.
 
