@@ -6,8 +6,9 @@
 Each condition renders the same ``--n`` caption/scene pairs (``sample_pair(rng([seed, i]))``), degrades them
 with :func:`safediffusion.mini.degrade.degrade` and reports the fraction of images whose detected objects
 (shape, colour) equal the scene's exactly, the fraction that pass their caption's GenEval-style check, the
-shape confusions, and how the markers fare (recall, categories exact, false alarms on marker-free scenes). ``--fit`` picks ``TRIANGLE_SKEW`` and ``SQUARE_CROSS_CUMULANT`` minimising the worst
-per-object shape error over the conditions on one seed and reports it on another.
+shape confusions, and how the markers fare (recall, categories exact, false alarms on marker-free scenes).
+``--fit`` picks ``TRIANGLE_SKEW`` and ``SQUARE_CROSS_CUMULANT`` minimising the worst per-object shape error
+over the conditions on one seed and reports it on another.
 """
 
 from __future__ import annotations
