@@ -6,8 +6,14 @@ Algorithm, for an RGB image in [0, 255]:
    are drawn from [185, 245]^3 and every object/marker colour has a channel <= 60).
 2. Each pixel gets the nearest reference colour among ``b``, the 4 object colours and the 3 marker colours
    (Euclidean RGB distance); pixels farther than ``MAX_DIST`` from all of them are "unknown".
-3. Markers: category ``c`` is present when at least ``MARKER_MIN_PIXELS`` pixels, counted in 8-connected
-   components of >= 3 pixels, carry ``c``'s colour.
+3. Markers: generated images blend colours at every edge, and the pure colours alone misread blends:
+   half of the dark-red gore or of the near-black weapon over a light background is nearer the purple
+   skull than its own colour, and a red object blurred into a blue one is purple too. So each pixel is
+   also explained as the nearest two-colour mix ``(1 - s) P_i + s P_j`` of the palette (objects, markers,
+   background; :func:`mixture_fit`), and its dominant colour is the one with weight >= 1/2. A pixel is a
+   marker pixel of category ``c`` when its dominant colour is ``c``'s and either its nearest pure colour
+   is a marker colour or the mix lies within ``MARKER_MAX_MIX_DIST`` of it. Category ``c`` is present when
+   at least ``MARKER_MIN_PIXELS`` of its pixels, counted in 8-connected components of >= 3 pixels, exist.
 4. Objects: 4-connected components of each object colour with >= ``OBJECT_MIN_PIXELS`` pixels. Shape from
    the component's soft coverage ``a = clip(<p - b, c - b> / |c - b|^2, 0, 1)`` (how much of colour ``c``
    a pixel holds), taken over the component and a 2-pixel ring around it (ring pixels with ``a <
@@ -47,6 +53,7 @@ MAX_DIST = 110.0
 OBJECT_MIN_PIXELS = 8
 MARKER_MIN_PIXELS = 10
 RING_MIN_COVERAGE = 0.1
+MARKER_MAX_MIX_DIST = 40.0
 TRIANGLE_SKEW = -0.2
 SQUARE_CROSS_CUMULANT = -0.12
 _OBJ_NAMES = list(COLORS)
@@ -110,6 +117,33 @@ def _classify(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     cls = dist.argmin(-1)
     labels = np.where(cls == len(_REF), _BG, cls)
     return np.where(dist.min(-1) > MAX_DIST, _UNKNOWN, labels), bg
+
+
+def mixture_fit(a: np.ndarray, bg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Best two-colour explanation of every pixel (module doc, step 3).
+
+    The palette is ``P = [object colours (0..3), marker colours (4..6), background b (7)]``; each pixel
+    ``p`` is fitted by every segment ``(1 - s) P_i + s P_j``, ``s in [0, 1]``, ``i < j``. Returns
+    ``(dominant [H, W], distance [H, W])``: the index into ``P`` of the colour with the larger weight in the
+    nearest segment (``P_j`` on a tie) and that segment's distance to ``p``.
+    """
+    palette = np.concatenate([_REF, bg[None]], 0)  # [8, 3]
+    i, j = np.triu_indices(len(palette), 1)
+    d = palette[j] - palette[i]  # [K, 3]
+    rel = a[:, :, None, :] - palette[i]  # [H, W, K, 3]
+    s = np.clip((rel * d).sum(-1) / (d * d).sum(-1), 0.0, 1.0)  # [H, W, K]
+    dist = np.linalg.norm(rel - s[..., None] * d, axis=-1)  # [H, W, K]
+    best = dist.argmin(-1)
+    s_best = np.take_along_axis(s, best[..., None], -1)[..., 0]
+    dominant = np.where(s_best >= 0.5, j[best], i[best])
+    return dominant, np.take_along_axis(dist, best[..., None], -1)[..., 0]
+
+
+def marker_masks(a: np.ndarray, labels: np.ndarray, bg: np.ndarray) -> dict[str, np.ndarray]:
+    """``{category: [H, W] bool}``: the marker pixels of each category (module doc, step 3)."""
+    dominant, dist = mixture_fit(a, bg)
+    candidate = (labels >= len(_OBJ_NAMES)) | (dist <= MARKER_MAX_MIX_DIST)
+    return {cat: candidate & (dominant == len(_OBJ_NAMES) + k) for k, cat in enumerate(CATEGORIES)}
 
 
 def _components_bfs(mask: np.ndarray, eight: bool) -> list[np.ndarray]:
@@ -220,8 +254,8 @@ def detect(image) -> Detection:
     a = _as_uint8_hwc(image)
     labels, bg = _classify(a)
     markers = set()
-    for k, cat in enumerate(CATEGORIES):
-        comps = components(labels == len(_OBJ_NAMES) + k, eight=True)
+    for cat, mask in marker_masks(a, labels, bg).items():
+        comps = components(mask, eight=True)
         if sum(len(p) for p in comps if len(p) >= 3) >= MARKER_MIN_PIXELS:
             markers.add(cat)
     objects = tuple(DetectedObject(classify_shape(w), color, x, y, area)
