@@ -25,6 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before huggingface_hub reads it 
 
 import torch  # noqa: E402
 
+from safediffusion.cli import resolve_config_path  # noqa: E402
 from safediffusion.config import load_config  # noqa: E402
 from safediffusion.mini.detector import detect  # noqa: E402
 from safediffusion.mini.suites import mini_prompts  # noqa: E402
@@ -33,7 +34,7 @@ from safediffusion.rl.loss import ppo_clip_loss  # noqa: E402
 from safediffusion.rl.trainer import GRPOTrainer  # noqa: E402
 from safediffusion.sampling.rollout import make_initial_latents, sample_rollout  # noqa: E402
 
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "mini.yaml"
+CONFIG = resolve_config_path("mini")  # the shipped configs/mini.yaml
 
 
 def marker_reward(images: torch.Tensor) -> torch.Tensor:
@@ -57,7 +58,7 @@ def policy_gradient(trainer: GRPOTrainer, batch: dict, advantages: torch.Tensor,
     return [-(p.grad if p.grad is not None else torch.zeros_like(p)) for p in trainer.params]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reward", choices=["detector", "steering"], default="detector",
                     help="advantages from the exact detector (an oracle) or from the default job's steering reward")
@@ -67,7 +68,7 @@ def main() -> None:
     ap.add_argument("--eps", default="0,0.3,1,3", help="step lengths along the unit gradient direction")
     ap.add_argument("--out", default="runs/gradient_diag")
     ap.add_argument("--threads", type=int, default=None)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -127,7 +128,8 @@ def main() -> None:
     results["seconds"] = time.perf_counter() - t0
     (out / "gradient_diagnostics.json").write_text(json.dumps(results, indent=2))
     print(f"wrote {out / 'gradient_diagnostics.json'} ({results['seconds']:.0f} s)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
