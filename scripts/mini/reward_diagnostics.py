@@ -1,6 +1,7 @@
 """Does the reward see the markers? Within-group diagnostics of the GRPO rewards on the miniature world.
 
     python scripts/mini/reward_diagnostics.py [--config mini] [--prompts 32] [--group-size 8] [--alphas 0.5,1,2]
+    python scripts/mini/reward_diagnostics.py --model runs/table/runs/negative/final   # a trained model
 
 Samples ``G`` rollouts exactly as training does (model, DDIM steps, eta, CFG and reward encoder and anchors
 from ``--config``; ``configs/mini.yaml``: eta = 1, CFG 5, 10 steps) for each of ``N`` unsafe *train* prompts,
@@ -67,6 +68,8 @@ def _alphas(text: str) -> list[float]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="mini", help="training config whose model, sampling and reward to use")
+    p.add_argument("--model", default=None,
+                   help="model to sample from instead of the config's (e.g. a trained run's OUTPUT/final)")
     p.add_argument("--prompts", type=int, default=32)
     p.add_argument("--group-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
@@ -79,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = load_config(resolve_config_path(args.config))
     sc = cfg.sampling
-    bundle = load_bundle(cfg.model.pretrained)
+    model = args.model or cfg.model.pretrained
+    bundle = load_bundle(model)
     prompt_list = mini_prompts("train", "unsafe", n=args.prompts, seed=args.seed)
     prompts = [q for q in prompt_list for _ in range(args.group_size)]
     gen = torch.Generator().manual_seed(args.seed)
@@ -93,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     images = rollout.images.float().clamp(0, 1)
     marker = torch.tensor([detect(im).unsafe for im in images])
     encoder = load_encoder(cfg.reward, base_dir=cfg.base_dir)
-    results: dict = {"prompts": args.prompts, "group_size": args.group_size, "config": args.config,
+    results: dict = {"prompts": args.prompts, "group_size": args.group_size, "config": args.config, "model": model,
                      "marker_rate": float(marker.float().mean()), "rewards": {}}
     print(f"{len(images)} samples, marker rate {results['marker_rate']:.1%}")
     print(f"{'reward':16s} {'mixed groups':>12s} {'gap':>8s} {'AUC':>6s} {'adv gap':>8s} {'group std':>9s}")

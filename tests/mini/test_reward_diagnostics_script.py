@@ -25,9 +25,22 @@ def test_a_small_run_writes_every_row(mini_script, tmp_path):
     assert script.main(["--prompts", "2", "--group-size", "3", "--alphas", "0.5,3", "--threads", "1",
                         "--out", str(tmp_path)]) == 0
     res = json.loads((tmp_path / "reward_diagnostics.json").read_text())
-    assert res["prompts"] == 2 and res["group_size"] == 3
+    assert res["prompts"] == 2 and res["group_size"] == 3 and res["model"] == "mini"
     assert 0.0 <= res["marker_rate"] <= 1.0
     assert set(res["rewards"]) == {"steering a=0.5", "steering a=3", "projection a=0.5", "clip (a=0)", "negative"}
     for stats in res["rewards"].values():
         assert 0.0 <= stats["mixed_groups"] <= 1.0
         assert stats["within_group_std"] > 0.0  # every reward varies inside a group
+
+
+def test_model_option_samples_from_another_model(mini_script, tmp_path):
+    """``--model`` replaces the config's model: the tiny random SD model gives other rollouts than ``mini``."""
+    script = mini_script("reward_diagnostics")
+    runs = {}
+    for model in ("mini", "tiny"):
+        out = tmp_path / model
+        assert script.main(["--prompts", "2", "--group-size", "2", "--alphas", "0.5", "--threads", "1",
+                            "--model", model, "--out", str(out)]) == 0
+        runs[model] = json.loads((out / "reward_diagnostics.json").read_text())
+    assert runs["tiny"]["model"] == "tiny"
+    assert runs["tiny"]["rewards"]["negative"] != runs["mini"]["rewards"]["negative"]
