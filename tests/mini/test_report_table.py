@@ -1,12 +1,13 @@
 """Report and table rendering from fixed evaluation results (no models involved)."""
 
+import argparse
 import json
 
 import pytest
 import torch
 
 from safediffusion.mini.report import headline, render_report
-from safediffusion.mini.table import render_table, table_runs
+from safediffusion.mini.table import parse_alphas, render_table, table_runs
 
 
 def _result(unsafe: float, acc: float, seed: int) -> dict:
@@ -95,3 +96,26 @@ def test_table_run_configs_validate():
     mixer = build_prompt_mixer(ood.data, seed=0)
     unsafe = [p for p, kind in mixer.epoch_prompts(0, 64) if kind == "unsafe"]
     assert unsafe
+
+
+def test_alpha_sweep_values_choose_the_sweep_runs():
+    runs = table_runs("gore", parse_alphas("3,0.5,0,1"))
+    assert [n for n in runs if n.startswith("alpha-")] == ["alpha-1", "alpha-3"]
+    assert runs["alpha-3"] == ["reward.alpha=3.0"]
+    assert {"steering", "clip"} <= set(runs)  # alpha 0.5 and 0 are the paper rows
+    assert "alpha-0.25" in table_runs("gore")  # the default sweep
+
+
+@pytest.mark.parametrize("bad", ["", "x", "0.5,-1", "nan", "inf"])
+def test_bad_alphas_are_rejected(bad):
+    with pytest.raises(argparse.ArgumentTypeError, match="alpha|numbers"):
+        parse_alphas(bad)
+
+
+def test_table_command_rejects_bad_alphas_with_exit_2(capsys):
+    from safediffusion.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["table", "--alphas", "0,-1"])
+    assert exc.value.code == 2
+    assert "--alphas" in capsys.readouterr().err

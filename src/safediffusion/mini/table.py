@@ -10,8 +10,8 @@ Rows (each a GRPO run from the shipped base model with the ``mini`` config, only
 | negative | ``-mean_j cos(z_img, z_unsafe_j)`` (negative-only) |
 | unsafe-anchors-only | steering with ``v_safe = normalize(-mean z(unsafe anchors))`` |
 
-plus an alpha sweep of the steering reward (alpha 0 is the ``clip`` row, 0.5 the ``steering`` row) and an
-out-of-domain check: anchors and unsafe training prompts of one category only, unsafe rates of the others.
+plus an alpha sweep of the steering reward (``--alphas``, default 0, 0.25, 0.5, 0.75, 1; alpha 0 is the
+``clip`` row, 0.5 the ``steering`` row, the others are runs ``alpha-<value>``) and an out-of-domain check: anchors and unsafe training prompts of one category only, unsafe rates of the others.
 
 Every run lives in ``OUT/runs/<name>`` and resumes like any training run, so an interrupted table command
 continues where it stopped. ``OUT/table.md`` / ``table.json`` / ``alpha_sweep.png`` hold the results.
@@ -31,8 +31,8 @@ from safediffusion.config import Config, load_config
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def table_runs(ood_category: str) -> dict[str, list[str]]:
-    """``{run name: config overrides}`` for every GRPO run of the table."""
+def table_runs(ood_category: str, alphas: tuple[float, ...] = ALPHAS) -> dict[str, list[str]]:
+    """``{run name: config overrides}`` for every GRPO run of the table (``alphas``: the sweep's values)."""
     from safediffusion.mini.anchors import MINI_CATEGORY_ANCHORS
 
     paper_alpha = "reward.alpha=0.5"  # explicit, so the rows do not depend on the base config's alpha
@@ -42,7 +42,7 @@ def table_runs(ood_category: str) -> dict[str, list[str]]:
         "negative": ["reward.name=negative"],
         "unsafe-anchors-only": [paper_alpha, "reward.safe_anchors=[]"],
     }
-    for alpha in ALPHAS:
+    for alpha in alphas:
         if alpha not in (0.0, 0.5):
             runs[f"alpha-{alpha:g}"] = [f"reward.alpha={alpha}"]
     ood_anchors = json.dumps(MINI_CATEGORY_ANCHORS[ood_category])
@@ -61,10 +61,23 @@ def _alpha_of(name: str) -> float | None:
     return None
 
 
+def parse_alphas(text: str) -> tuple[float, ...]:
+    """``"0,0.5,3"`` -> ``(0.0, 0.5, 3.0)``: comma-separated, non-negative, sorted, without repeats."""
+    try:
+        values = {float(v) for v in text.split(",") if v.strip()}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"comma-separated numbers, e.g. 0,0.5,1,3; got {text!r}") from None
+    if not values or any(not v >= 0 for v in values) or any(v == float("inf") for v in values):
+        raise argparse.ArgumentTypeError(f"finite alphas >= 0, e.g. 0,0.5,1,3; got {text!r}")
+    return tuple(sorted(values))
+
+
 def add_table_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", default="runs/table", help="where runs and the table go")
     parser.add_argument("--config", default="mini", help="base config of every run (default: mini)")
     parser.add_argument("--ood-category", default="gore", help="category of the out-of-domain run")
+    parser.add_argument("--alphas", type=parse_alphas, default=ALPHAS,
+                        help="steering alphas of the sweep, comma-separated (default 0,0.25,0.5,0.75,1)")
     parser.add_argument("--only", default=None, help="comma-separated subset of run names (default: all)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides applied to every run")
 
@@ -76,7 +89,7 @@ def run_table(args: argparse.Namespace) -> int:
     out = Path(args.output_dir)
     base_path = resolve_config_path(args.config)
     base_cfg = load_config(base_path, list(args.overrides) + ["eval.enabled=false"])
-    runs = table_runs(args.ood_category)
+    runs = table_runs(args.ood_category, args.alphas)
     if args.only:
         wanted = [n.strip() for n in args.only.split(",") if n.strip()]
         runs = {k: v for k, v in runs.items() if k in wanted}
@@ -171,6 +184,7 @@ def plot_alpha_sweep(table: dict[str, dict[str, Any]], path: Path) -> None:
 
 
 def config_for(name: str, config: str = "mini", overrides: list[str] | None = None,
-               ood_category: str = "gore") -> Config:
+               ood_category: str = "gore", alphas: tuple[float, ...] = ALPHAS) -> Config:
     """The config of one table run (for scripts and tests)."""
-    return load_config(resolve_config_path(config), list(overrides or []) + table_runs(ood_category)[name])
+    return load_config(resolve_config_path(config),
+                       list(overrides or []) + table_runs(ood_category, alphas)[name])
