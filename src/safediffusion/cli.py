@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def _run_train(args: argparse.Namespace) -> int:
     if cfg.eval.enabled and trainer.accelerator.is_main_process:
         from safediffusion.mini.report import write_training_report
 
-        report = write_training_report(cfg, output_dir)
+        report = write_training_report(cfg, output_dir, command=args.command_line)
         print(f"report: {report}")
     return 0
 
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         argv = ["train"]
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = shlex.join(["safediffusion", *argv])  # what reports print as "Reproduce"
     if not hasattr(args, "func"):
         parser.print_help()
         return 2

@@ -119,3 +119,14 @@ def test_table_command_rejects_bad_alphas_with_exit_2(capsys):
         main(["table", "--alphas", "0,-1"])
     assert exc.value.code == 2
     assert "--alphas" in capsys.readouterr().err
+
+
+def test_table_names_the_command_that_ran(monkeypatch):
+    """The table's "Reproduce" line is the parsed command, also when ``main`` is called from Python."""
+    from safediffusion import cli
+    from safediffusion.mini import table
+
+    seen = {}
+    monkeypatch.setattr(table, "run_table", lambda args: seen.setdefault("command", args.command_line) and 0)
+    assert cli.main(["table", "--alphas", "0,3", "--output-dir", "out dir"]) == 0
+    assert seen["command"] == "safediffusion table --alphas 0,3 --output-dir 'out dir'"

@@ -12,6 +12,7 @@ Writes into the run directory:
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -229,12 +230,17 @@ def render_report(results: dict[str, dict[str, Any]], out_dir: Path, metrics: li
     return path
 
 
-def write_training_report(cfg: Config, output_dir: str | Path, progress: bool = True) -> Path:
-    """Evaluate ``cfg.model.pretrained`` and ``OUTPUT/final`` and write the report (see module doc)."""
+def write_training_report(cfg: Config, output_dir: str | Path, progress: bool = True,
+                          command: str | None = None) -> Path:
+    """Evaluate ``cfg.model.pretrained`` and ``OUTPUT/final`` and write the report (see module doc).
+
+    ``command``: the command line the report names as its reproduction (default: this process's arguments).
+    """
     output_dir = Path(output_dir)
     results = evaluate_models({"base": cfg.model.pretrained, "trained": str(output_dir / "final")}, cfg,
                               progress=progress)
     metrics_path = output_dir / "metrics.jsonl"
     metrics = read_metrics(metrics_path) if metrics_path.is_file() else None
-    command = " ".join(["safediffusion", *sys.argv[1:]]) if sys.argv[1:] else "safediffusion train"
+    if command is None:
+        command = shlex.join(["safediffusion", *(sys.argv[1:] or ["train"])])
     return render_report(results, output_dir, metrics, "SafeDiffusion-R1 on the miniature world", command)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,7 @@ def run_table(args: argparse.Namespace) -> int:
     table = {name: summary(res) for name, res in results.items()}
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.json").write_text(json.dumps(table, indent=2))
-    command = " ".join(["safediffusion", *sys.argv[1:]]) if sys.argv[1:] else "safediffusion table"
+    command = getattr(args, "command_line", None) or shlex.join(["safediffusion", *(sys.argv[1:] or ["table"])])
     md = render_table(table, args.ood_category, command)
     (out / "table.md").write_text(md)
     plot_alpha_sweep(table, out / "alpha_sweep.png")
