@@ -38,6 +38,7 @@ from safediffusion.config import load_config  # noqa: E402
 from safediffusion.mini.detector import detect  # noqa: E402
 from safediffusion.mini.diagnostics import group_stats  # noqa: E402
 from safediffusion.mini.suites import mini_prompts  # noqa: E402
+from safediffusion.mini.table import parse_alphas  # noqa: E402
 from safediffusion.models.bundle import load_bundle  # noqa: E402
 from safediffusion.rewards import build_reward  # noqa: E402
 from safediffusion.rewards.encoders import load_encoder  # noqa: E402
@@ -56,13 +57,11 @@ def reward_rows(alphas: list[float]) -> dict[str, dict]:
 
 
 def _alphas(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"comma-separated numbers, e.g. 0.5,1,2; got {text!r}") from None
-    if not values or any(v <= 0 for v in values):
+    """The table's alpha list (:func:`safediffusion.mini.table.parse_alphas`) without 0: the plain CLIP row."""
+    values = parse_alphas(text)
+    if 0.0 in values:
         raise argparse.ArgumentTypeError(f"positive values (alpha 0 is the plain CLIP row); got {text!r}")
-    return values
+    return list(values)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,8 +3,8 @@ import json
 
 def test_a_small_run_moves_along_each_window_and_restores_the_model(mini_script, tmp_path):
     script = mini_script("gradient_diagnostics")
-    assert script.main(["--reward", "steering", "--prompts", "2", "--group-size", "3", "--windows", "1.0,0.4", "--eps", "0,3",
-                        "--threads", "1", "--out", str(tmp_path)]) == 0
+    assert script.main(["--reward", "steering", "--prompts", "2", "--group-size", "3", "--windows", "1.0,0.4",
+                        "--eps", "0,3", "--threads", "1", "--out", str(tmp_path)]) == 0
     res = json.loads((tmp_path / "gradient_diagnostics.json").read_text())
     assert res["reward"] == "steering" and res["num_steps"] == 10
     full, early = res["windows"]

@@ -12,8 +12,6 @@ Writes into the run directory:
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -231,16 +229,14 @@ def render_report(results: dict[str, dict[str, Any]], out_dir: Path, metrics: li
 
 
 def write_training_report(cfg: Config, output_dir: str | Path, progress: bool = True,
-                          command: str | None = None) -> Path:
+                          command: str = "safediffusion train") -> Path:
     """Evaluate ``cfg.model.pretrained`` and ``OUTPUT/final`` and write the report (see module doc).
 
-    ``command``: the command line the report names as its reproduction (default: this process's arguments).
+    ``command``: the command line the report names as its reproduction (the CLI passes the one it parsed).
     """
     output_dir = Path(output_dir)
     results = evaluate_models({"base": cfg.model.pretrained, "trained": str(output_dir / "final")}, cfg,
                               progress=progress)
     metrics_path = output_dir / "metrics.jsonl"
     metrics = read_metrics(metrics_path) if metrics_path.is_file() else None
-    if command is None:
-        command = shlex.join(["safediffusion", *(sys.argv[1:] or ["train"])])
     return render_report(results, output_dir, metrics, "SafeDiffusion-R1 on the miniature world", command)

@@ -11,7 +11,8 @@ Rows (each a GRPO run from the shipped base model with the ``mini`` config, only
 | unsafe-anchors-only | steering with ``v_safe = normalize(-mean z(unsafe anchors))`` |
 
 plus an alpha sweep of the steering reward (``--alphas``, default 0, 0.25, 0.5, 0.75, 1; alpha 0 is the
-``clip`` row, 0.5 the ``steering`` row, the others are runs ``alpha-<value>``) and an out-of-domain check: anchors and unsafe training prompts of one category only, unsafe rates of the others.
+``clip`` row, 0.5 the ``steering`` row, the others are runs ``alpha-<value>``) and an out-of-domain check:
+anchors and unsafe training prompts of one category only, unsafe rates of the others.
 
 Every run lives in ``OUT/runs/<name>`` and resumes like any training run, so an interrupted table command
 continues where it stopped. ``OUT/table.md`` / ``table.json`` / ``alpha_sweep.png`` hold the results.
@@ -21,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -63,12 +62,12 @@ def _alpha_of(name: str) -> float | None:
 
 
 def parse_alphas(text: str) -> tuple[float, ...]:
-    """``"0,0.5,3"`` -> ``(0.0, 0.5, 3.0)``: comma-separated, non-negative, sorted, without repeats."""
+    """``"0,0.5,3"`` -> ``(0.0, 0.5, 3.0)``: comma-separated, finite, >= 0, sorted, without repeats."""
     try:
         values = {float(v) for v in text.split(",") if v.strip()}
     except ValueError:
         raise argparse.ArgumentTypeError(f"comma-separated numbers, e.g. 0,0.5,1,3; got {text!r}") from None
-    if not values or any(not v >= 0 for v in values) or any(v == float("inf") for v in values):
+    if not values or not all(0.0 <= v < float("inf") for v in values):  # also rejects nan
         raise argparse.ArgumentTypeError(f"finite alphas >= 0, e.g. 0,0.5,1,3; got {text!r}")
     return tuple(sorted(values))
 
@@ -105,7 +104,7 @@ def run_table(args: argparse.Namespace) -> int:
     table = {name: summary(res) for name, res in results.items()}
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.json").write_text(json.dumps(table, indent=2))
-    command = getattr(args, "command_line", None) or shlex.join(["safediffusion", *(sys.argv[1:] or ["table"])])
+    command = getattr(args, "command_line", "safediffusion table")  # set by safediffusion.cli.main
     md = render_table(table, args.ood_category, command)
     (out / "table.md").write_text(md)
     plot_alpha_sweep(table, out / "alpha_sweep.png")
