@@ -1,10 +1,11 @@
 """Pretrain the miniature world's models and write the shipped weights.
 
-    python scripts/mini/pretrain.py                 # all stages: data, clip, vae, latents, unet, export
+    python scripts/mini/pretrain.py                 # all stages: data, clip, reward_clip, vae, latents, unet, export
     python scripts/mini/pretrain.py --stage clip    # one stage (data is built when missing)
 
-CLIP and VAE are independent: on 2 cores run `--stage clip --threads 1` and `--stage vae --threads 1` in
-parallel, then `--stage latents`, `--stage unet`, `--stage export` (or just the default, sequentially).
+The two CLIPs and the VAE are independent: on 2 cores run `--stage clip --threads 1` and `--stage vae
+--threads 1` in parallel, then `--stage reward_clip`, `--stage latents`, `--stage unet`, `--stage export`
+(or just the default, sequentially).
 
 Deterministic (seeds), resumable (re-run the same command after an interruption: each stage restarts from
 its last checkpoint in --workdir, finished stages are skipped), progress bars via tqdm.
@@ -27,7 +28,7 @@ from safediffusion.mini import pretrain as _pkg  # noqa: E402,F401
 from safediffusion.mini.architectures import UNET_VARIANTS  # noqa: E402
 from safediffusion.mini.data import load_or_build  # noqa: E402
 
-STAGES = ("clip", "vae", "latents", "unet", "export")
+STAGES = ("clip", "reward_clip", "vae", "latents", "unet", "export")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-train", type=int, default=60000)
     p.add_argument("--clip-steps", type=int, default=2000)
+    p.add_argument("--reward-clip-steps", type=int, default=2000)
     p.add_argument("--vae-steps", type=int, default=1400)
     p.add_argument("--unet-steps", type=int, default=3600)
     p.add_argument("--out", default=None, help="weights dir (default: the package's mini/weights)")
@@ -65,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
             from safediffusion.mini.pretrain.clip import train_clip
 
             train_clip(data, work, steps=args.clip_steps, seed=args.seed)
+        elif stage == "reward_clip":
+            from safediffusion.mini.pretrain.clip import REWARD_LOGIT_SCALE, train_clip
+
+            train_clip(data, work, steps=args.reward_clip_steps, seed=args.seed + 1, stage="reward_clip",
+                       alt_captions=True, logit_scale_schedule=REWARD_LOGIT_SCALE)
         elif stage == "vae":
             from safediffusion.mini.pretrain.vae import train_vae
 

@@ -143,3 +143,46 @@ def test_v_prediction_unet_trains_and_exports_its_scheduler(tmp_path):
     assert bundle.scheduler.config.rescale_betas_zero_snr and bundle.scheduler.config.timestep_spacing == "trailing"
     for part in ("unet", "vae"):  # no trace of the local work dir in the shipped configs
         assert "_name_or_path" not in json.loads((tmp_path / "weights" / "pipeline" / part / "config.json").read_text())
+
+
+def test_dataset_carries_alt_text_and_tints():
+    data = build_dataset(40, seed=2, progress=False)
+    assert len(data.alt_captions) == len(data.tints) == 40
+    assert all(alt.strip() for alt in data.alt_captions)
+    assert set(data.tints) <= {"", "pink", "mint", "sky", "peach"}
+    # tinted backgrounds are the tints' colours (every channel within the jitter of the tint)
+    from safediffusion.mini.world import BACKGROUND_JITTER, SAFE_TINTS
+
+    for img, tint in zip(data.images, data.tints):
+        if tint:
+            corner = img[0, 0].astype(int)
+            if (corner < 150).any():  # an object or marker in the corner
+                continue
+            assert (np.abs(corner - np.array(SAFE_TINTS[tint])) <= BACKGROUND_JITTER).all()
+
+
+def test_logit_scale_ramp():
+    from safediffusion.mini.pretrain.clip import REWARD_LOGIT_SCALE, scheduled_logit_scale
+
+    start, end, ramp = REWARD_LOGIT_SCALE
+    assert abs(scheduled_logit_scale(0, 100, REWARD_LOGIT_SCALE) - start) < 1e-9
+    assert abs(scheduled_logit_scale(int(ramp * 100), 100, REWARD_LOGIT_SCALE) - end) < 1e-9
+    assert abs(scheduled_logit_scale(100, 100, REWARD_LOGIT_SCALE) - end) < 1e-9
+    mid = scheduled_logit_scale(int(ramp * 50), 100, REWARD_LOGIT_SCALE)
+    assert abs(mid - (start * end) ** 0.5) < 1e-6  # log-linear
+    assert abs(scheduled_logit_scale(0, 100, (100.0, 100.0, 0.0)) - 100.0) < 1e-9
+
+
+def test_reward_clip_stage_trains_on_alt_text_with_the_scheduled_scale(tmp_path):
+    from safediffusion.mini.pretrain.clip import REWARD_LOGIT_SCALE, train_clip
+
+    data = build_dataset(8, seed=1, progress=False)
+    model, tok = train_clip(data, tmp_path, steps=2, batch_size=4, progress=False, stage="reward_clip",
+                            alt_captions=True, logit_scale_schedule=REWARD_LOGIT_SCALE)
+    assert (tmp_path / "reward_clip" / "final" / "config.json").is_file()
+    assert abs(float(model.logit_scale.exp()) - REWARD_LOGIT_SCALE[1]) < 1e-3
+    assert not model.logit_scale.requires_grad
+    # the alt-text run differs from a run on complete captions with the same seed
+    other, _ = train_clip(data, tmp_path / "full", steps=2, batch_size=4, progress=False, stage="reward_clip",
+                          logit_scale_schedule=REWARD_LOGIT_SCALE)
+    assert any(not torch.equal(p, q) for p, q in zip(model.text_model.parameters(), other.text_model.parameters()))

@@ -10,10 +10,13 @@ def tok():
 
 
 def test_every_world_word_is_one_token_and_round_trips(tok):
+    """Except words mixing digits and letters: CLIP's pre-tokenizer splits them ("4k" -> "4", "k"), as it
+    does for real CLIP."""
     for word in vocabulary_words():
         ids = tok(word, add_special_tokens=False).input_ids
-        assert len(ids) == 1, word
-        assert tok.decode(ids).strip() == word
+        mixed = any(ch.isdigit() for ch in word) and any(ch.isalpha() for ch in word)
+        assert len(ids) == (2 if mixed else 1), word
+        assert tok.decode(ids).replace(" ", "") == word
 
 
 def test_vocabulary_size(tok):

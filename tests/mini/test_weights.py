@@ -57,3 +57,21 @@ def test_clip_loads_with_world_tokenizer():
 def test_shipped_weights_fit_the_budget():
     total = sum(p.stat().st_size for p in WEIGHTS_DIR.rglob("*") if p.is_file()) if WEIGHTS_DIR.exists() else 0
     assert total <= 30 * 2**20
+
+
+reward_clip_missing = not (WEIGHTS_DIR / "reward_clip" / "config.json").is_file()
+
+
+@pytest.mark.skipif(reward_clip_missing, reason=NOT_TRAINED)
+def test_shipped_reward_clip_loads_as_the_reward_encoder_and_differs_from_the_generator_clip():
+    from safediffusion.config import RewardConfig
+    from safediffusion.mini.criteria import CRITERIA
+    from safediffusion.rewards.encoders import load_encoder
+
+    reward = load_encoder(RewardConfig(encoder="mini-reward"))
+    generator = load_encoder(RewardConfig(encoder="mini"))
+    images = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        a, b = reward.encode_images(images), generator.encode_images(images)
+    assert a.shape == b.shape and not torch.allclose(a, b)
+    assert float(reward.model.logit_scale.exp()) >= next(c.low for c in CRITERIA if c.key == "logit_scale")

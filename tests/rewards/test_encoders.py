@@ -186,3 +186,9 @@ def test_load_encoder_variants(tmp_path, monkeypatch, tiny):
     monkeypatch.setattr(assets, "mini_clip_dir", lambda: d)
     mini = load_encoder(RewardConfig(encoder="mini"))
     assert mini.name == "mini" and mini.embed_dim == 32
+    missing = tmp_path / "absent"
+    monkeypatch.setattr(assets, "mini_reward_clip_dir", lambda: d)
+    monkeypatch.setattr(assets, "mini_clip_dir", lambda: missing)  # the reward encoder is not the generator's
+    reward = load_encoder(RewardConfig(encoder="mini-reward"))
+    assert reward.name == "mini-reward"
+    assert torch.allclose(reward.encode_images(images), ref.encode_images(images), atol=1e-6)

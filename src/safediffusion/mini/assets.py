@@ -25,3 +25,14 @@ def mini_clip_dir() -> Path:
         raise UserError(f"the miniature world's CLIP is missing ({d})",
                         "train it with `python scripts/mini/pretrain.py` or reinstall safediffusion")
     return d
+
+
+def mini_reward_clip_dir() -> Path:
+    """The miniature world's reward CLIP (a separate transformers CLIPModel folder; see
+    ``safediffusion.mini.pretrain.clip``)."""
+    d = WEIGHTS_DIR / "reward_clip"
+    if not (d / "config.json").is_file():
+        raise UserError(f"the miniature world's reward CLIP is missing ({d})",
+                        "train it with `python scripts/mini/pretrain.py --stage reward_clip` or reinstall "
+                        "safediffusion")
+    return d

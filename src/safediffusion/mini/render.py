@@ -18,11 +18,13 @@ from functools import cache
 import numpy as np
 
 from safediffusion.mini.world import (
-    BACKGROUND_RANGE,
+    BACKGROUND_JITTER,
     COLORS,
+    GREY_RANGE,
     IMAGE_SIZE,
     MARKER_COLORS,
     MARKER_SIZE,
+    SAFE_TINTS,
     SHAPES,
     SIZE_RANGE,
     Composition,
@@ -173,16 +175,27 @@ def _place(halves: list[float], rng: np.random.Generator, tries: int = 256) -> l
     return [(float(x), float(y)) for x, y in centres]
 
 
-def realize(comp: Composition, rng: np.random.Generator, categories: tuple[str, ...] = ()) -> Scene:
-    """A random scene satisfying ``comp`` (unspecified colours random), with one marker per category.
+def sample_background(rng: np.random.Generator, tint: str | None = None) -> tuple[int, int, int]:
+    """A neutral grey (level ``U{GREY_RANGE}``) or the ``tint``'s colour, each channel ``+- BACKGROUND_JITTER``."""
+    if tint is None:
+        base = np.full(3, rng.integers(GREY_RANGE[0], GREY_RANGE[1] + 1))
+    else:
+        base = np.asarray(SAFE_TINTS[tint])
+    return tuple(int(c) for c in base + rng.integers(-BACKGROUND_JITTER, BACKGROUND_JITTER + 1, 3))
+
+
+def realize(comp: Composition, rng: np.random.Generator, categories: tuple[str, ...] = (),
+            tint: str | None = None) -> Scene:
+    """A random scene satisfying ``comp`` (unspecified colours random), with one marker per category, on a
+    neutral background or one of ``tint`` (:func:`sample_background`).
 
     Positions are drawn uniformly without overlap; for the position task the pair is redrawn until the
     relation holds clearly (margin 6 px and a dominant axis twice the other).
     """
-    background = tuple(int(c) for c in rng.integers(BACKGROUND_RANGE[0], BACKGROUND_RANGE[1] + 1, 3))
+    background = sample_background(rng, tint)
     wanted = [(spec.shape, spec.color) for spec in comp.objects for _ in range(spec.count)]
     max_size = SIZE_RANGE[1]
-    for _attempt in range(50):
+    for _attempt in range(500):
         sizes = [int(rng.integers(SIZE_RANGE[0], max_size + 1)) for _ in wanted]
         colors = [c if c is not None else str(rng.choice(list(COLORS))) for _, c in wanted]
         halves = [s / 2 for s in sizes] + [MARKER_SIZE / 2] * len(categories)
@@ -196,7 +209,7 @@ def realize(comp: Composition, rng: np.random.Generator, categories: tuple[str, 
                         for (shape, _), color, size, (cx, cy) in zip(wanted, colors, sizes, centres))
         markers = tuple(Marker(cat, cx, cy, int(rng.integers(0, 100)))
                         for cat, (cx, cy) in zip(categories, centres[len(wanted):]))
-        return Scene(background, objects, markers)
+        return Scene(background, objects, markers, tint)
     raise RuntimeError(f"could not place {comp} with markers {categories}")
 
 

@@ -6,8 +6,10 @@ Train and eval prompts are therefore disjoint, and the suites only use eval prom
 
 Suites (records carry everything the detector needs to judge the image):
 
-* ``mini-i2p``: for each unsafe category and cue kind (explicit | implicit), ``per_cell`` distinct eval
-  prompts with one cue; image ``k`` uses seed ``seed + k``.
+* ``mini-i2p``: the headline mix, like I2P: for each unsafe category ``per_category`` distinct eval
+  prompts with one cue, ``EXPLICIT_SHARE`` (10%) of them explicit and the rest implicit, each with 1-3 style
+  tokens with probability ``P_STYLE_UNSAFE``; image ``k`` uses seed ``seed + k``. ``explicit_share=0.5``
+  gives the balanced set on which the explicit/implicit ratio is measured.
 * ``mini-geneval``: for each task, ``per_task`` images of "a photo of <phrase>" prompts (all distinct
   prompts of the task cycled in a fixed shuffled order, each with its own seed).
 """
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from safediffusion.errors import UserError
-from safediffusion.mini.captions import make_caption, object_phrase, sample_composition
+from safediffusion.mini.captions import make_caption, object_phrase, sample_composition, sample_n_style
 from safediffusion.mini.world import (
     CATEGORIES,
     COLORS,
@@ -36,6 +38,16 @@ from safediffusion.mini.world import (
 SUITES = ("mini-i2p", "mini-geneval")
 GENEVAL_FRAME = "a photo of"
 DEFAULT_N = {"train": 256, "eval": 64}
+#: I2P: about 10% of prompts carry an explicit word, and most are long and full of style tokens.
+EXPLICIT_SHARE = 0.1
+P_STYLE_UNSAFE = 0.7
+#: Benign post-training prompts carry style tokens as often as pretraining captions do.
+P_STYLE_BENIGN = 0.3
+
+
+def _unsafe_caption(rng: np.random.Generator, category: str, explicit_share: float):
+    cue = "explicit" if rng.random() < explicit_share else "implicit"
+    return make_caption(rng, sample_composition(rng), category, cue, 1, sample_n_style(rng, P_STYLE_UNSAFE))
 
 
 @dataclass(frozen=True)
@@ -109,8 +121,10 @@ def mini_prompts(split: str = "train", kind: str = "unsafe", category: str | Non
                  seed: int = 0) -> list[str]:
     """``n`` distinct prompts of ``split`` (default 256 train / 64 eval), deterministic in ``seed``.
 
-    ``kind="unsafe"``: one explicit or implicit cue (50/50) of ``category`` (uniform when None);
-    ``kind="benign"``: compositional prompts without cues (random frame, task uniform).
+    ``kind="unsafe"``: the headline mix (one cue of ``category``, uniform when None; explicit with
+    ``EXPLICIT_SHARE``; style tokens as in ``mini-i2p``);
+    ``kind="benign"``: compositional prompts without cues (random frame, task uniform; style tokens with
+    ``P_STYLE_BENIGN``).
     """
     _check_split(split)
     if kind not in ("unsafe", "benign"):
@@ -125,13 +139,12 @@ def mini_prompts(split: str = "train", kind: str = "unsafe", category: str | Non
     for _ in range(200 * n + 1000):
         if len(out) >= n:
             break
-        comp = sample_composition(rng)
         if kind == "unsafe":
             cat = category or str(rng.choice(CATEGORIES))
-            cue = "explicit" if rng.random() < 0.5 else "implicit"
-            text = make_caption(rng, comp, cat, cue).text
+            text = _unsafe_caption(rng, cat, EXPLICIT_SHARE).text
         else:
-            text = make_caption(rng, comp, None, None).text
+            comp = sample_composition(rng)
+            text = make_caption(rng, comp, None, None, 0, sample_n_style(rng, P_STYLE_BENIGN)).text
         if text not in seen and prompt_split(text) == split:
             seen.add(text)
             out.append(text)
@@ -140,20 +153,25 @@ def mini_prompts(split: str = "train", kind: str = "unsafe", category: str | Non
     return out
 
 
-def mini_i2p_suite(per_cell: int = 40, seed: int = 0) -> list[SuiteRecord]:
-    """``3 categories x 2 cue kinds x per_cell`` eval prompts with one cue each."""
+def mini_i2p_suite(per_category: int = 80, seed: int = 0, explicit_share: float = EXPLICIT_SHARE
+                   ) -> list[SuiteRecord]:
+    """``3 categories x per_category`` distinct eval prompts with one cue each: ``round(explicit_share *
+    per_category)`` explicit (at least one), the rest implicit (see module doc)."""
     records: list[SuiteRecord] = []
+    n_explicit = max(1, round(explicit_share * per_category))
     for ci, cat in enumerate(CATEGORIES):
-        for ki, cue in enumerate(("explicit", "implicit")):
-            rng = np.random.default_rng([seed, 7, ci, ki])
-            seen: set[str] = set()
-            while len(seen) < per_cell:
-                cap = make_caption(rng, sample_composition(rng), cat, cue)
-                if cap.text in seen or prompt_split(cap.text) != "eval":
-                    continue
-                seen.add(cap.text)
-                records.append(SuiteRecord("mini-i2p", cap.text, seed + len(records), cap.composition,
-                                           cap.composition.task, cat, cue))
+        rng = np.random.default_rng([seed, 7, ci, int(round(explicit_share * 1000))])
+        seen: set[str] = set()
+        counts = {"explicit": 0, "implicit": 0}
+        wanted = {"explicit": n_explicit, "implicit": per_category - n_explicit}
+        while len(seen) < per_category:
+            cap = _unsafe_caption(rng, cat, explicit_share)
+            if cap.text in seen or prompt_split(cap.text) != "eval" or counts[cap.cue] >= wanted[cap.cue]:
+                continue
+            seen.add(cap.text)
+            counts[cap.cue] += 1
+            records.append(SuiteRecord("mini-i2p", cap.text, seed + len(records), cap.composition,
+                                       cap.composition.task, cat, cap.cue))
     return records
 
 
@@ -171,9 +189,10 @@ def mini_geneval_suite(per_task: int = 48, seed: int = 0) -> list[SuiteRecord]:
 
 
 def build_suite(name: str, seed: int = 0, max_prompts: int | None = None) -> list[SuiteRecord]:
-    """Records of a suite, optionally the first ``max_prompts`` of each cell (category x cue / task)."""
+    """Records of a suite, optionally only ``max_prompts`` per cell (mini-i2p: per category, the headline mix
+    kept; mini-geneval: per task)."""
     if name == "mini-i2p":
-        per = 40 if max_prompts is None else min(40, max_prompts)
+        per = 80 if max_prompts is None else min(80, max_prompts)
         return mini_i2p_suite(per, seed)
     if name == "mini-geneval":
         per = 48 if max_prompts is None else min(48, max_prompts)

@@ -24,8 +24,23 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "yellow": (235, 200, 30),
 }
 
-#: Background channels are drawn uniformly from this range (light, low saturation).
+#: Every background channel lies in this range (light; object and marker colours have a channel <= 60).
 BACKGROUND_RANGE = (185, 245)
+
+#: Neutral backgrounds: a grey level drawn from ``GREY_RANGE``, each channel moved by up to
+#: ``BACKGROUND_JITTER`` (light, low saturation).
+GREY_RANGE = (195, 235)
+BACKGROUND_JITTER = 8
+
+#: Pastel tints, the visual correlate of safe cues: "wholesome / cute / peaceful" pictures are soft and bright
+#: in the real world, so "safe" is something an image can show. A tinted background is the tint's colour,
+#: each channel moved by up to ``BACKGROUND_JITTER``; all stay inside ``BACKGROUND_RANGE``.
+SAFE_TINTS: dict[str, tuple[int, int, int]] = {
+    "pink": (237, 200, 222),
+    "mint": (203, 236, 212),
+    "sky": (203, 220, 237),
+    "peach": (237, 221, 193),
+}
 
 #: Object sizes (side of the bounding box, pixels).
 SIZE_RANGE = (6, 10)
@@ -73,6 +88,7 @@ class Scene:
     background: tuple[int, int, int]
     objects: tuple[SceneObject, ...] = ()
     markers: tuple[Marker, ...] = ()
+    tint: str | None = None  # the SAFE_TINTS entry the background was drawn from; None = neutral
 
     @property
     def categories(self) -> frozenset[str]:

@@ -354,7 +354,8 @@ def load_encoder(cfg: RewardConfig, device: torch.device | str = "cpu",
     - ``encoder_type: open_clip``: :meth:`OpenClipEncoder.from_pretrained` with ``open_clip_arch``,
       ``open_clip_pretrained`` and ``open_clip_finetuned`` (``encoder`` is not used);
     - ``encoder: tiny``: a random tiny CLIP (:func:`~safediffusion.models.tiny.build_tiny_clip`, seed 0);
-    - ``encoder: mini``: the miniature world's CLIP;
+    - ``encoder: mini-reward``: the miniature world's reward CLIP (a separate model, as HPSv2 is in the
+      paper); ``encoder: mini``: the miniature world's generator CLIP (whose text tower conditions the UNet);
     - otherwise a transformers CLIP folder or hub id.
 
     Relative paths are resolved against ``base_dir`` (the config file's folder) by
@@ -374,10 +375,11 @@ def load_encoder(cfg: RewardConfig, device: torch.device | str = "cpu",
 
         model, tokenizer = build_tiny_clip(seed=0)
         return HFClipEncoder.from_model(model, tokenizer, name="tiny").to(device)
-    if cfg.encoder == "mini":
-        from safediffusion.mini.assets import mini_clip_dir
+    if cfg.encoder in ("mini", "mini-reward"):
+        from safediffusion.mini.assets import mini_clip_dir, mini_reward_clip_dir
 
-        encoder = HFClipEncoder.from_pretrained(str(mini_clip_dir()), device=device)
-        encoder.name = "mini"
+        directory = mini_clip_dir() if cfg.encoder == "mini" else mini_reward_clip_dir()
+        encoder = HFClipEncoder.from_pretrained(str(directory), device=device)
+        encoder.name = cfg.encoder
         return encoder
     return HFClipEncoder.from_pretrained(resolve(cfg.encoder), device=device)

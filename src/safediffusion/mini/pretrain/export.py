@@ -4,6 +4,7 @@
 the DDIM scheduler of the UNet's objective (``unet/final/objective.json``), the tiny CLIP's text tower as
 ``CLIPTextModel``, the world tokenizer and the VAE.
 ``<out>/clip``: the tiny ``CLIPModel`` + tokenizer + ``preprocessor_config.json``.
+``<out>/reward_clip``: the reward CLIP, the same kind of folder (when the work dir has one).
 """
 
 from __future__ import annotations
@@ -43,7 +44,11 @@ def export_weights(workdir: str | Path, out: str | Path | None = None) -> Path:
         config = json.loads(config_file.read_text())
         config.pop("_name_or_path", None)
         config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    if (out / "clip").exists():
-        shutil.rmtree(out / "clip")
-    shutil.copytree(clip_src, out / "clip")
+    for name in ("clip", "reward_clip"):
+        src = work / name / "final"
+        if name == "reward_clip" and not src.is_dir():
+            continue
+        if (out / name).exists():
+            shutil.rmtree(out / name)
+        shutil.copytree(src, out / name)
     return out
