@@ -44,11 +44,11 @@ import numpy as np
 from safediffusion.mini.render import realize
 from safediffusion.mini.world import (
     CATEGORIES,
-    SAFE_TINTS,
     COLORS,
     NUMBERS,
     PLURALS,
     RELATIONS,
+    SAFE_TINTS,
     SHAPES,
     TASKS,
     Composition,
