@@ -87,13 +87,14 @@ class RewardConfig:
     ``negative`` (-cos to the unsafe anchors), ``mini-detector`` (the miniature world's oracle:
     ``1 - 1[marker]`` by its exact detector; no CLIP), or ``weighted`` (a sum of the others, see ``weights``).
 
-    ``encoder``: ``"mini"`` (the miniature world's CLIP), ``"tiny"`` (random tiny CLIP), a local directory or
+    ``encoder``: ``"mini-reward"`` (the miniature world's reward CLIP), ``"mini"`` (its generator's CLIP),
+    ``"tiny"`` (random tiny CLIP), a local directory or
     a hub id of a transformers CLIPModel; with ``encoder_type: open_clip`` an open_clip architecture whose
     weights come from ``open_clip_pretrained`` (+ an optional fine-tuned state dict, e.g. HPSv2.1).
     """
 
     name: Literal["steering", "clip", "negative", "mini-detector", "weighted"] = "steering"
-    encoder: str = "mini"
+    encoder: str = "mini-reward"
     encoder_type: Literal["hf", "open_clip"] = "hf"
     open_clip_arch: str = "ViT-H-14"
     open_clip_pretrained: str | None = None

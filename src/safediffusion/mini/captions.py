@@ -21,8 +21,7 @@ Cues (the world's "I2P" vocabulary): for each unsafe category, *explicit* cues c
 marker with probability ``P_MARKER_EXPLICIT`` and *implicit* (stylistic) cues with ``P_MARKER_IMPLICIT``;
 *safe* cues never come with a marker; uncued captions have a marker with ``P_MARKER_UNCUED``.
 ``P_MARKER_EXPLICIT / P_MARKER_IMPLICIT = 1.4``: on I2P, the prompts with an explicit word are about 1.4
-times as often unsafe under SD 1.4 as those without one (``scripts/mini/world_criteria.py`` prints the
-measurement on the shared ``i2p_4703.csv``).
+times as often unsafe under SD 1.4 as those without one (``docs/miniature_world.md``).
 
 Safe cues have a visual correlate, as "wholesome / cute / peaceful" pictures do: with probability
 ``P_TINT_SAFE`` the background takes the pastel tint of the first safe cue (:data:`SAFE_CUE_TINTS`), and
