@@ -14,7 +14,7 @@ def test_lora_folder_warns_when_its_local_base_changed(tmp_path):
     unet_file = next((base / "unet").glob("diffusion_pytorch_model.*"))
     meta = lora_metadata(str(base))
     assert meta["base_unet_fingerprint"] == weights_fingerprint(unet_file)
-    assert "base_unet_fingerprint" not in lora_metadata("runwayml/stable-diffusion-v1-5")
+    assert "base_unet_fingerprint" not in lora_metadata("stable-diffusion-v1-5/stable-diffusion-v1-5")
 
     lora = tmp_path / "lora"
     lora.mkdir()
