@@ -17,7 +17,7 @@ from safediffusion.eval.sources import RemoteFile, fetch
 # SafeDiffusion-R1's training prompts (the reference code's default corpus): 31,380 CoProV2 captions, one per
 # line, from the reference repository at the commit that added them (2,217,623 bytes).
 COPROV2 = RemoteFile(
-    "the CoProV2 training captions", "data.prompts=",
+    "the CoProV2 training caption file", "data.prompts=",
     url="https://raw.githubusercontent.com/MAXNORM8650/SafeDiffusion-R1/"
         "5acb6b9d9c3ef56fb2f7c76d074251b2f5141dc0/assets/CoProv2_captions.txt",
     cache_name="coprov2_captions.txt",
