@@ -64,3 +64,17 @@ def test_corrupt_weights_are_one_clear_error(tmp_path):
     weights.write_bytes(b"garbage")
     with pytest.raises(UserError, match="cannot read .* as safetensors"):
         load_state_dict_file(weights)
+
+
+def test_offline_hub_model_names_the_command_that_fetches_it(monkeypatch):
+    from safediffusion.errors import UserError
+    from safediffusion.models.bundle import load_bundle
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError) as e:
+        load_bundle("no-such-org/no-such-sd", revision="abc123")
+    message = str(e.value)
+    assert "'no-such-org/no-such-sd' is not in the local Hugging Face cache and HF_HUB_OFFLINE is set" in message
+    assert ("run `hf download no-such-org/no-such-sd --revision abc123 --include model_index.json "
+            "--include 'unet/*' --include 'scheduler/*'") in message
+    assert message.endswith("or pass a local directory") and "\n" not in message

@@ -117,7 +117,7 @@ def _fetch_hub(remote: RemoteFile) -> Path:
     try:
         return Path(hf_hub_download(remote.hf_repo, remote.hf_filename, repo_type="dataset"))
     except Exception as e:  # noqa: BLE001 - every hub failure becomes one clear line
-        hint = ("accept the dataset's terms on its hub page and log in (huggingface-cli login), or "
+        hint = ("accept the dataset's terms on its hub page and log in (hf auth login), or "
                 if remote.gated else "check the network and your token, or ")
         raise UserError(f"could not download {remote.description} from {remote.where()} ({type(e).__name__})",
                         f"{hint}pass a local copy with {remote.local_hint()}") from None
