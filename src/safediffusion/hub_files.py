@@ -7,6 +7,7 @@ through ``huggingface_hub.hf_hub_download`` at the pinned ``revision`` when it i
 SHA-256 is then checked against the pinned ``sha256`` when the spec has one, else against the Git LFS id
 under which the Hub stored the blob at that revision (the cache names each LFS blob by its SHA-256). A commit
 pins its tree and so every LFS id in it; the check catches truncated or corrupted downloads and edited caches.
+It runs at every call (about a second per GB), so a file fetched by hand with ``hf download`` is checked too.
 
 With ``HF_HUB_OFFLINE=1`` nothing is downloaded. Every failure is one :class:`UserError` line naming the
 repository, file and revision, the ``hf download`` command that fetches it into the cache, and the config key

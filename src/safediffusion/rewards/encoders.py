@@ -244,7 +244,8 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     p = Path(path).expanduser()
     if not p.is_file():
         raise UserError(f"fine-tuned reward encoder weights '{path}' do not exist",
-                        "set reward.open_clip_finetuned to an existing .pt/.safetensors file")
+                        "set reward.open_clip_finetuned to an existing .pt/.safetensors file (or unset it with "
+                        "reward.encoder=hpsv2.1 to download the HPSv2.1 checkpoint)")
     if p.suffix == ".safetensors":
         from safetensors.torch import load_file
 
