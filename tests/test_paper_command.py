@@ -10,6 +10,7 @@ import dataclasses
 import re
 import shlex
 import socket
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,12 +21,12 @@ from safediffusion.rewards.named import HPS_V2_1_CHECKPOINT, HPSV2_REVISION
 from safediffusion.rl import trainer as trainer_module
 
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-README = trainer_module.__file__.rsplit("/src/", 1)[0] + "/README.md"
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def readme_paper_command() -> list[str]:
     """The arguments after ``-m safediffusion.cli`` of the README's one-line paper command."""
-    text = open(README, encoding="utf-8").read()
+    text = README.read_text(encoding="utf-8")
     lines = re.findall(r"^accelerate launch .*-m safediffusion\.cli (train --config sd15-paper .*)$", text, re.M)
     assert lines, "README has no one-line `accelerate launch ... train --config sd15-paper ...` command"
     assert len(set(lines)) == 1, f"README's paper commands differ: {lines}"
