@@ -4,6 +4,7 @@ Tiny models gain nothing from intra-op threads, and on a loaded 2-core machine t
 measured 10-30x slower than one (oversubscription), so tests use one thread.
 """
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -169,4 +170,11 @@ def fake_hub(tmp_path, monkeypatch) -> FakeHub:
 
     hub = FakeHub(tmp_path / "hf")
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", hub)
+    # the served files are small random stand-ins, so a pinned SHA-256 of the real file cannot match them:
+    # unpin it (they are still checked against their LFS ids); test_named_encoders checks the real pin
+    from safediffusion.rewards import named
+
+    for key, spec in list(named.NAMED_ENCODERS.items()):
+        unpinned = dataclasses.replace(spec.checkpoint, sha256=None)
+        monkeypatch.setitem(named.NAMED_ENCODERS, key, dataclasses.replace(spec, checkpoint=unpinned))
     return hub

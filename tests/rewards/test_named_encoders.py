@@ -112,3 +112,19 @@ def test_checkpoint_is_read_weights_only(fake_hub, fake_open_clip, monkeypatch):
     with pytest.raises(UserError, match="weights-only"):
         load_encoder(RewardConfig(encoder="hpsv2.1"))
     assert Path(fake_hub.path("xswu/HPSv2", "HPS_v2.1_compressed.pt", HPSV2_REVISION)).exists()
+
+
+PINNED = dict(NAMED_ENCODERS)  # the real specs, before the fake_hub fixture unpins them
+
+
+def test_the_hpsv21_checkpoint_hash_is_pinned_and_a_different_file_is_refused(fake_hub, fake_open_clip, monkeypatch):
+    from safediffusion.rewards import named
+
+    spec = PINNED["hpsv2.1"]
+    assert spec.checkpoint.sha256 == "c57a38fb4a2f7e7c15bf00da2ea377cdf165448b4dd1052a484c215a998c9837"
+    monkeypatch.setitem(named.NAMED_ENCODERS, "hpsv2.1", spec)
+    fake_hub.serve_state_dict(spec.checkpoint, _weights(fake_open_clip, seed=7))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    with pytest.raises(UserError) as e:
+        load_encoder(RewardConfig(encoder="hpsv2.1"))
+    assert "expected c57a38fb4a2f" in str(e.value) and e.value.exit_code == 2

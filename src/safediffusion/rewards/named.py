@@ -26,13 +26,15 @@ from safediffusion.rewards.encoders import OpenClipEncoder, import_open_clip
 
 # The commit of https://huggingface.co/xswu/HPSv2 that holds both checkpoints (the revision HPSv2's package
 # resolves; its snapshot folder is models--xswu--HPSv2/snapshots/697403c78157020a1ae59d23f111aa58ced35b0a).
-# Their SHA-256 is not pinned here yet: no public record of it was found and the files could not be downloaded
-# where this was written. The commit pins the files' Git LFS ids, and fetch_hub_file checks each download's
-# SHA-256 against the id the Hub stored it under; pin `sha256=` once measured (sha256sum of the cached file).
+# HPS_v2.1_compressed.pt's SHA-256 is pinned: two public projects that pin this revision record the same
+# hash. HPS_v2_compressed.pt's is not (no public record found; it could not be downloaded where this was
+# written): the commit pins its Git LFS id, and fetch_hub_file checks the download's SHA-256 against the id
+# the Hub stored it under; pin `sha256=` once measured (sha256sum of the cached file).
 HPSV2_REVISION = "697403c78157020a1ae59d23f111aa58ced35b0a"
 
 HPS_V2_1_CHECKPOINT = HubFile("xswu/HPSv2", "HPS_v2.1_compressed.pt", HPSV2_REVISION,
-                              "the HPSv2.1 reward checkpoint")
+                              "the HPSv2.1 reward checkpoint",
+                              sha256="c57a38fb4a2f7e7c15bf00da2ea377cdf165448b4dd1052a484c215a998c9837")
 HPS_V2_CHECKPOINT = HubFile("xswu/HPSv2", "HPS_v2_compressed.pt", HPSV2_REVISION,
                             "the HPSv2 reward checkpoint")
 
