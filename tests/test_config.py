@@ -1,4 +1,5 @@
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +93,17 @@ def test_shipped_configs_load():
     paper = load_config(CONFIG_DIR / "sd15-paper.yaml")
     assert paper.train.timestep_fraction * paper.sampling.num_steps == pytest.approx(49)
     assert paper.train.learning_rate == 1e-5 and paper.train.kl_beta == 0
+    # names that resolve and download on first use, no path to fetch by hand
+    assert paper.model.pretrained == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    assert paper.reward.encoder == "hpsv2.1" and paper.data.prompts == "coprov2"
+    assert paper.reward.open_clip_pretrained is None and paper.reward.open_clip_finetuned is None
+
+
+def test_no_shipped_file_names_the_removed_sd15_repository():
+    """``runwayml/stable-diffusion-v1-5`` was taken down from the Hub in 2024."""
+    root = Path(__file__).resolve().parents[1]
+    dead = "runwayml" + "/"
+    files = [root / "README.md", *(p for d in ("src", "docs", "scripts", "benchmarks") for p in (root / d).rglob("*")
+                                   if p.suffix in (".py", ".md", ".yaml", ".yml", ".txt", ".sh", ".json"))]
+    assert len(files) > 20
+    assert [str(p.relative_to(root)) for p in files if dead in p.read_text(encoding="utf-8", errors="ignore")] == []

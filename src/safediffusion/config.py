@@ -88,9 +88,11 @@ class RewardConfig:
     ``1 - 1[marker]`` by its exact detector; no CLIP), or ``weighted`` (a sum of the others, see ``weights``).
 
     ``encoder``: ``"mini-reward"`` (the miniature world's reward CLIP), ``"mini"`` (its generator's CLIP),
-    ``"tiny"`` (random tiny CLIP), a local directory or
-    a hub id of a transformers CLIPModel; with ``encoder_type: open_clip`` an open_clip architecture whose
-    weights come from ``open_clip_pretrained`` (+ an optional fine-tuned state dict, e.g. HPSv2.1).
+    ``"tiny"`` (random tiny CLIP), ``"hpsv2.1"`` / ``"hpsv2"`` (open_clip ViT-H-14 with the HPS checkpoint,
+    downloaded from the Hub at a pinned revision and hash-checked; ``open_clip_finetuned`` replaces the
+    download with a local file), a local directory or a hub id of a transformers CLIPModel; with
+    ``encoder_type: open_clip`` (and any other ``encoder``) an open_clip architecture ``open_clip_arch`` whose
+    weights come from ``open_clip_pretrained`` (+ an optional fine-tuned state dict ``open_clip_finetuned``).
     """
 
     name: Literal["steering", "clip", "negative", "mini-detector", "weighted"] = "steering"
@@ -180,7 +182,8 @@ class DataConfig:
 
     With both ``prompts`` (benign) and ``unsafe_prompts`` set, each epoch draws ``unsafe_ratio`` of its
     prompts from the unsafe set. ``mini:benign`` / ``mini:unsafe`` / ``mini:unsafe:<category>`` name the
-    miniature world's prompt sets.
+    miniature world's prompt sets; ``coprov2`` the paper's training captions, downloaded and cached on first
+    use (:mod:`safediffusion.data.corpora`).
     """
 
     prompts: str | None = "mini:benign"

@@ -14,7 +14,7 @@ def test_lora_folder_warns_when_its_local_base_changed(tmp_path):
     unet_file = next((base / "unet").glob("diffusion_pytorch_model.*"))
     meta = lora_metadata(str(base))
     assert meta["base_unet_fingerprint"] == weights_fingerprint(unet_file)
-    assert "base_unet_fingerprint" not in lora_metadata("runwayml/stable-diffusion-v1-5")
+    assert "base_unet_fingerprint" not in lora_metadata("stable-diffusion-v1-5/stable-diffusion-v1-5")
 
     lora = tmp_path / "lora"
     lora.mkdir()
@@ -64,3 +64,17 @@ def test_corrupt_weights_are_one_clear_error(tmp_path):
     weights.write_bytes(b"garbage")
     with pytest.raises(UserError, match="cannot read .* as safetensors"):
         load_state_dict_file(weights)
+
+
+def test_offline_hub_model_names_the_command_that_fetches_it(monkeypatch):
+    from safediffusion.errors import UserError
+    from safediffusion.models.bundle import load_bundle
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError) as e:
+        load_bundle("no-such-org/no-such-sd", revision="abc123")
+    message = str(e.value)
+    assert "'no-such-org/no-such-sd' is not in the local Hugging Face cache and HF_HUB_OFFLINE is set" in message
+    assert ("run `hf download no-such-org/no-such-sd --revision abc123 --include model_index.json "
+            "--include 'unet/*' --include 'scheduler/*'") in message
+    assert message.endswith("or pass a local directory") and "\n" not in message

@@ -1,4 +1,7 @@
-"""OpenClipEncoder's loading path with a fake ``open_clip`` module (the real one is an optional extra)."""
+"""OpenClipEncoder's loading path with a fake ``open_clip`` module (the real one is an optional extra).
+
+The fake (``fake_open_clip``) lives in tests/conftest.py, shared with the named-encoder and paper-config tests.
+"""
 
 import sys
 import types
@@ -13,67 +16,10 @@ from safediffusion.errors import UserError
 from safediffusion.rewards.encoders import OpenClipEncoder, load_encoder, load_state_dict_file
 from safediffusion.rewards.preprocess import CLIP_MEAN
 
-CONTEXT = 12
 
-
-class FakeVisual(torch.nn.Module):
-    def __init__(self, size: int, dim: int, with_cfg: bool) -> None:
-        super().__init__()
-        self.proj = torch.nn.Linear(3 * 4 * 4, dim)
-        self.image_size = (size, size)
-        self.output_dim = dim
-        if with_cfg:
-            self.preprocess_cfg = {"size": (size, size), "mean": (0.5, 0.4, 0.3), "std": (0.2, 0.25, 0.3)}
-
-    def forward(self, x):
-        return self.proj(F.adaptive_avg_pool2d(x, 4).flatten(1))
-
-
-class FakeOpenClipModel(torch.nn.Module):
-    """The open_clip surface the encoder uses: ``visual``, ``encode_image``, ``encode_text``."""
-
-    def __init__(self, size: int = 24, dim: int = 8, with_cfg: bool = True) -> None:
-        super().__init__()
-        self.visual = FakeVisual(size, dim, with_cfg)
-        self.token_embedding = torch.nn.Embedding(256, dim)
-        self.seen_sizes: list[tuple[int, int]] = []
-
-    def encode_image(self, x):
-        self.seen_sizes.append(tuple(x.shape[-2:]))
-        return self.visual(x)
-
-    def encode_text(self, tokens):
-        return self.token_embedding(tokens).mean(1)
-
-
-def fake_tokenizer(texts):
-    ids = torch.zeros(len(texts), CONTEXT, dtype=torch.long)
-    for i, text in enumerate(texts):
-        data = list(text.encode())[:CONTEXT]
-        ids[i, :len(data)] = torch.tensor(data, dtype=torch.long)
-    return ids
-
-
-@pytest.fixture
-def fake_open_clip(monkeypatch):
-    module = types.ModuleType("open_clip")
-    module.calls = []
-
-    def create_model_and_transforms(arch, pretrained=None, device="cpu", **kwargs):
-        module.calls.append((arch, pretrained))
-        torch.manual_seed(0)
-        return FakeOpenClipModel(with_cfg=module.with_cfg), None, None
-
-    module.with_cfg = True
-    module.create_model_and_transforms = create_model_and_transforms
-    module.get_tokenizer = lambda arch: fake_tokenizer
-    monkeypatch.setitem(sys.modules, "open_clip", module)
-    return module
-
-
-def _finetuned_model():
+def _finetuned_model(fake_open_clip):
     torch.manual_seed(123)
-    return FakeOpenClipModel()
+    return fake_open_clip.Model()
 
 
 @torch.no_grad()
@@ -91,7 +37,7 @@ def test_loads_and_preprocesses_like_open_clip(fake_open_clip):
     assert torch.allclose(z, F.normalize(enc.model.encode_image(x), dim=-1), atol=1e-5)
     assert enc.model.seen_sizes[0] == (24, 24)
     t = enc.encode_text(["a cat", "a dog"])
-    assert torch.allclose(t, F.normalize(enc.model.encode_text(fake_tokenizer(["a cat", "a dog"])), dim=-1))
+    assert torch.allclose(t, F.normalize(enc.model.encode_text(fake_open_clip.tokenize(["a cat", "a dog"])), dim=-1))
 
 
 def test_defaults_without_preprocess_cfg(fake_open_clip):
@@ -103,7 +49,7 @@ def test_defaults_without_preprocess_cfg(fake_open_clip):
 @torch.no_grad()
 @pytest.mark.parametrize("fmt", ["torch_ddp", "torch_plain", "safetensors"])
 def test_finetuned_state_dict(tmp_path, fake_open_clip, fmt):
-    target = _finetuned_model().state_dict()
+    target = _finetuned_model(fake_open_clip).state_dict()
     if fmt == "torch_ddp":  # HPS layout: {"state_dict": {"module.<key>": tensor}}
         path = tmp_path / "hps.pt"
         torch.save({"state_dict": {f"module.{k}": v for k, v in target.items()}, "epoch": 3}, path)
@@ -127,7 +73,7 @@ def test_finetuned_errors(tmp_path, fake_open_clip):
     with pytest.raises(UserError, match="does not fit"):
         OpenClipEncoder.from_pretrained("ViT-H-14", finetuned_state_dict=wrong)
     pickled = tmp_path / "pickled.pt"
-    torch.save({"state_dict": _finetuned_model().state_dict(), "obj": types.SimpleNamespace(a=1)}, pickled)
+    torch.save({"state_dict": _finetuned_model(fake_open_clip).state_dict(), "obj": types.SimpleNamespace(a=1)}, pickled)
     with pytest.raises(UserError, match="weights-only"):
         load_state_dict_file(pickled)
     not_weights = tmp_path / "list.pt"
@@ -148,9 +94,9 @@ def test_missing_package_is_a_clear_error(monkeypatch):
 @torch.no_grad()
 def test_load_encoder_open_clip_relative_paths(tmp_path, fake_open_clip):
     path = tmp_path / "hps.pt"
-    torch.save({"state_dict": _finetuned_model().state_dict()}, path)
+    torch.save({"state_dict": _finetuned_model(fake_open_clip).state_dict()}, path)
     cfg = RewardConfig(encoder_type="open_clip", open_clip_arch="ViT-H-14", open_clip_pretrained="openai",
                        open_clip_finetuned="hps.pt")
     enc = load_encoder(cfg, base_dir=str(tmp_path))
     assert isinstance(enc, OpenClipEncoder) and fake_open_clip.calls[-1] == ("ViT-H-14", "openai")
-    assert torch.equal(enc.model.visual.proj.weight, _finetuned_model().visual.proj.weight)
+    assert torch.equal(enc.model.visual.proj.weight, _finetuned_model(fake_open_clip).visual.proj.weight)

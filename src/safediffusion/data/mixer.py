@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from safediffusion.config import DataConfig
+from safediffusion.data.corpora import NAMED_CORPORA, corpus_path
 from safediffusion.data.prompts import load_prompts
 from safediffusion.errors import UserError
 
@@ -57,6 +58,8 @@ def _load_source(spec: str, column: str, resolve: Callable[[str], str], max_prom
         from safediffusion.data.builtin import TINY_BENIGN, TINY_UNSAFE
 
         prompts = list(TINY_UNSAFE if spec == "tiny:unsafe" else TINY_BENIGN)
+    elif spec in NAMED_CORPORA:
+        prompts = load_prompts(corpus_path(spec), column=column, what=f"{kind} prompt corpus '{spec}'")
     else:
         prompts = load_prompts(resolve(spec), column=column, what=f"{kind} prompt file")
     return prompts[:max_prompts] if max_prompts else prompts

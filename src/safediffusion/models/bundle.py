@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,6 +167,16 @@ def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
 
 
+def hub_fetch_command(name: str, revision: str | None = None, allow_patterns: list[str] | None = None) -> str:
+    """The ``hf download`` command that puts what :func:`resolve_model_dir` needs into the HF cache."""
+    parts = ["hf", "download", name]
+    if revision:
+        parts += ["--revision", revision]
+    for pattern in allow_patterns or []:
+        parts += ["--include", pattern]
+    return shlex.join(parts)
+
+
 def _hub_reachable(timeout: float = 3.0) -> bool:
     import socket
     from urllib.parse import urlparse
@@ -202,18 +213,18 @@ def resolve_model_dir(name: str, revision: str | None = None, what: str = "model
                                       allow_patterns=allow_patterns))
     except Exception:
         pass
+    fetch = f"run `{hub_fetch_command(name, revision, allow_patterns)}` where the Hub is reachable"
     if _hub_offline():
         raise UserError(f"{what} '{name}' is not in the local Hugging Face cache and HF_HUB_OFFLINE is set",
-                        "download it on a machine with network access (huggingface-cli download) or pass "
-                        "a local directory")
+                        f"{fetch}, or pass a local directory")
     if not _hub_reachable():
         raise UserError(f"{what} '{name}' is not cached and the Hugging Face hub cannot be reached",
-                        "connect to the network, or pass a local directory")
+                        f"connect to the network ({fetch}), or pass a local directory")
     try:
         return Path(snapshot_download(name, revision=revision, allow_patterns=allow_patterns))
     except Exception as e:  # noqa: BLE001 - we turn any hub failure into one clear line
         raise UserError(f"could not download {what} '{name}' ({type(e).__name__})",
-                        "check the hub id, your token (huggingface-cli login) and the network") from None
+                        "check the hub id, your token (hf auth login) and the network") from None
 
 
 def load_tokenizer(directory: Path) -> CLIPTokenizer:

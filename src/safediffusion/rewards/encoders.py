@@ -225,11 +225,12 @@ class HFClipEncoder(ClipEncoder):
 # ---------------------------------------------------------------------- open_clip
 
 
-def _import_open_clip() -> Any:
+def import_open_clip() -> Any:
     try:
         import open_clip
     except ImportError:
-        raise UserError("reward.encoder_type=open_clip needs the open_clip extra",
+        raise UserError("an open_clip reward encoder (reward.encoder_type=open_clip, or reward.encoder=hpsv2.1 "
+                        "or hpsv2) needs the open_clip extra",
                         "pip install 'safediffusion[open_clip]' (needs torchvision)") from None
     return open_clip
 
@@ -243,7 +244,8 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     p = Path(path).expanduser()
     if not p.is_file():
         raise UserError(f"fine-tuned reward encoder weights '{path}' do not exist",
-                        "set reward.open_clip_finetuned to an existing .pt/.safetensors file")
+                        "set reward.open_clip_finetuned to an existing .pt/.safetensors file (or unset it with "
+                        "reward.encoder=hpsv2.1 to download the HPSv2.1 checkpoint)")
     if p.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -315,7 +317,7 @@ class OpenClipEncoder(ClipEncoder):
         state dict over it (strictly). HPSv2.1: ``arch="ViT-H-14"``, ``finetuned_state_dict=
         "HPS_v2.1_compressed.pt"`` (``pretrained`` may stay None: the fine-tune replaces every weight).
         """
-        open_clip = _import_open_clip()
+        open_clip = import_open_clip()
         try:
             model, _, _ = open_clip.create_model_and_transforms(arch, pretrained=pretrained, device="cpu")
         except RuntimeError as e:
@@ -351,6 +353,9 @@ def load_encoder(cfg: RewardConfig, device: torch.device | str = "cpu",
                  base_dir: str | None = None) -> ClipEncoder:
     """The reward encoder named by ``cfg``.
 
+    - ``encoder: hpsv2.1`` / ``hpsv2`` (any ``encoder_type``): the named open_clip encoder, its checkpoint
+      downloaded from the Hub at a pinned revision and hash-checked, unless ``open_clip_finetuned`` gives a local
+      file (:func:`~safediffusion.rewards.named.load_named_encoder`);
     - ``encoder_type: open_clip``: :meth:`OpenClipEncoder.from_pretrained` with ``open_clip_arch``,
       ``open_clip_pretrained`` and ``open_clip_finetuned`` (``encoder`` is not used);
     - ``encoder: tiny``: a random tiny CLIP (:func:`~safediffusion.models.tiny.build_tiny_clip`, seed 0);
@@ -364,11 +369,15 @@ def load_encoder(cfg: RewardConfig, device: torch.device | str = "cpu",
     def resolve(path: str) -> str:
         return Config(base_dir=base_dir).resolve_path(path)
 
+    pretrained = cfg.open_clip_pretrained
+    if pretrained is not None and Path(resolve(pretrained)).exists():
+        pretrained = resolve(pretrained)
+    finetuned = resolve(cfg.open_clip_finetuned) if cfg.open_clip_finetuned else None
+    from safediffusion.rewards.named import NAMED_ENCODERS, load_named_encoder
+
+    if cfg.encoder in NAMED_ENCODERS:
+        return load_named_encoder(NAMED_ENCODERS[cfg.encoder], pretrained, finetuned, device=device)
     if cfg.encoder_type == "open_clip":
-        pretrained = cfg.open_clip_pretrained
-        if pretrained is not None and Path(resolve(pretrained)).exists():
-            pretrained = resolve(pretrained)
-        finetuned = resolve(cfg.open_clip_finetuned) if cfg.open_clip_finetuned else None
         return OpenClipEncoder.from_pretrained(cfg.open_clip_arch, pretrained, finetuned, device=device)
     if cfg.encoder == "tiny":
         from safediffusion.models.tiny import build_tiny_clip
