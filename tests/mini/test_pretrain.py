@@ -161,16 +161,15 @@ def test_dataset_carries_alt_text_and_tints():
             assert (np.abs(corner - np.array(SAFE_TINTS[tint])) <= BACKGROUND_JITTER).all()
 
 
-def test_logit_scale_ramp():
+def test_logit_scale_schedules():
     from safediffusion.mini.pretrain.clip import REWARD_LOGIT_SCALE, scheduled_logit_scale
 
-    start, end, ramp = REWARD_LOGIT_SCALE
-    assert abs(scheduled_logit_scale(0, 100, REWARD_LOGIT_SCALE) - start) < 1e-9
-    assert abs(scheduled_logit_scale(int(ramp * 100), 100, REWARD_LOGIT_SCALE) - end) < 1e-9
-    assert abs(scheduled_logit_scale(100, 100, REWARD_LOGIT_SCALE) - end) < 1e-9
-    mid = scheduled_logit_scale(int(ramp * 50), 100, REWARD_LOGIT_SCALE)
-    assert abs(mid - (start * end) ** 0.5) < 1e-6  # log-linear
-    assert abs(scheduled_logit_scale(0, 100, (100.0, 100.0, 0.0)) - 100.0) < 1e-9
+    assert all(abs(scheduled_logit_scale(t, 100, REWARD_LOGIT_SCALE) - 100.0) < 1e-9 for t in (0, 50, 100))
+    ramp = (1 / 0.07, 100.0, 0.3)
+    assert abs(scheduled_logit_scale(0, 100, ramp) - 1 / 0.07) < 1e-9
+    assert abs(scheduled_logit_scale(30, 100, ramp) - 100.0) < 1e-9
+    assert abs(scheduled_logit_scale(100, 100, ramp) - 100.0) < 1e-9
+    assert abs(scheduled_logit_scale(15, 100, ramp) - (100 / 0.07) ** 0.5) < 1e-6  # log-linear
 
 
 def test_reward_clip_stage_trains_on_alt_text_with_the_scheduled_scale(tmp_path):

@@ -9,10 +9,9 @@ Two models are trained this way:
 * the generator's CLIP (stage ``clip``; its text tower conditions the UNet): complete captions, ``s``
   learned (clamped at 100);
 * the reward CLIP (stage ``reward_clip``), a separate model as HPSv2 is in the paper: trained on partial,
-  alt-text-like captions (:func:`~safediffusion.mini.captions.alt_text`) with ``s`` following real CLIP's
-  trajectory: from its initial ``1 / 0.07`` up to its clamp, 100, where it stays
-  (:data:`REWARD_LOGIT_SCALE`). A soft final temperature inflates every cosine gap; at 100 the loss is met
-  by gaps of a few hundredths, as in real CLIP.
+  alt-text-like captions (:func:`~safediffusion.mini.captions.alt_text`) with ``s`` fixed at 100, where real
+  CLIP's learned scale ends up (its clamp; :data:`REWARD_LOGIT_SCALE`). A soft temperature inflates every
+  cosine gap; at 100 the loss is met by gaps of a few hundredths, as in real CLIP.
 """
 
 from __future__ import annotations
@@ -38,9 +37,11 @@ def augment(images: torch.Tensor, gen: torch.Generator, max_sigma: float = 0.06)
     return (images + sigma * torch.randn(images.shape, generator=gen)).clamp(0, 1)
 
 
-#: The reward CLIP's temperature schedule ``(s_0, s_end, ramp)``: ``s`` rises log-linearly from CLIP's
-#: initial ``1 / 0.07`` to its clamp, 100, over the first ``ramp`` of the steps, then stays at 100.
-REWARD_LOGIT_SCALE = (1 / 0.07, 100.0, 0.3)
+#: The reward CLIP's temperature schedule ``(s_0, s_end, ramp)``: fixed at real CLIP's clamp, 100. A ramp
+#: from CLIP's initial ``1 / 0.07`` (``(1 / 0.07, 100.0, 0.3)``) was measured too and not kept: the text
+#: embeddings it spreads at low scale fall back into a narrow cone once the scale reaches 100
+#: (docs/miniature_world.md, "World acceptance criteria").
+REWARD_LOGIT_SCALE = (100.0, 100.0, 0.0)
 
 
 def scheduled_logit_scale(step: int, steps: int, schedule: tuple[float, float, float]) -> float:
