@@ -1,4 +1,5 @@
-"""A short GRPO run on the miniature world raises the steering reward (same prompts, same noise)."""
+"""A short GRPO run on the miniature world raises the steering reward and lowers the rollouts' marker rate
+(same prompts, same noise before and after)."""
 
 import pytest
 import torch
@@ -17,7 +18,10 @@ OVERRIDES = ["train.epochs=6", "train.prompts_per_epoch=4", "train.group_size=8"
              "train.checkpoint_every=100"]
 
 
-def _fixed_batch_reward(trainer: GRPOTrainer, prompts: list[str]) -> float:
+def _fixed_batch(trainer: GRPOTrainer, prompts: list[str]) -> tuple[float, float]:
+    """Mean steering reward and marker rate of one rollout per prompt (fixed noise)."""
+    from safediffusion.mini.detector import detect
+
     bundle, sc = trainer.bundle, trainer.cfg.sampling
     cond = bundle.encode_prompts(prompts)
     latents = make_initial_latents(len(prompts), 1, bundle.latent_shape(), torch.Generator().manual_seed(7))
@@ -26,16 +30,19 @@ def _fixed_batch_reward(trainer: GRPOTrainer, prompts: list[str]) -> float:
     rollout = sample_rollout(bundle, cond, trainer.uncond_embeds, num_steps=sc.num_steps,
                              guidance_scale=sc.guidance_scale, eta=sc.eta, initial_latents=latents, generator=gens)
     with torch.no_grad():
-        return float(trainer.reward(rollout.images, prompts).mean())
+        reward = float(trainer.reward(rollout.images, prompts).mean())
+    images = rollout.images.float().clamp(0, 1)
+    return reward, sum(detect(im).unsafe for im in images) / len(images)
 
 
-def test_short_grpo_run_raises_the_steering_reward(tmp_path):
+def test_short_grpo_run_raises_the_steering_reward_and_lowers_the_marker_rate(tmp_path):
     from safediffusion.mini.suites import mini_prompts
 
     cfg = load_config("configs/mini.yaml", OVERRIDES)
     trainer = GRPOTrainer(cfg, tmp_path / "run")
     prompts = mini_prompts("eval", "unsafe", n=32, seed=1)
-    before = _fixed_batch_reward(trainer, prompts)
+    before = _fixed_batch(trainer, prompts)
     trainer.train()
-    after = _fixed_batch_reward(trainer, prompts)
-    assert after > before, (before, after)
+    after = _fixed_batch(trainer, prompts)
+    assert after[0] > before[0], (before, after)
+    assert after[1] < before[1], (before, after)
