@@ -168,7 +168,7 @@ def _truncate(path: Path) -> None:
 
 
 def _garble(path: Path) -> None:
-    path.write_bytes(bytes(random.Random(0).randrange(256) for _ in range(path.stat().st_size)))
+    path.write_bytes(random.Random(0).randbytes(path.stat().st_size))
 
 
 @pytest.mark.parametrize("damage, name", [(_truncate, "model.safetensors"), (_garble, "optimizer.bin")])
@@ -222,31 +222,47 @@ def test_checkpoint_files_are_synced_before_the_rename(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------------------------- 4. preemption
 
 
-@pytest.mark.slow
-def test_sigterm_checkpoints_exits_75_and_resumes_to_identical_weights(tmp_path, capsys, tiny_run):
-    """SIGTERM after the first epoch: the run finishes its epoch, writes a checkpoint and exits 75; while it lives
-    a second run on its folder exits 2 naming it; re-running resumes to the uninterrupted run's weights."""
-    out = tmp_path / "term"
-    cmd = _cmd(out, "train.checkpoint_every=100")  # only the stop request writes a checkpoint before the end
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        assert _wait(lambda: (out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").read_text(), proc)
-        assert main(["train", "--config", "tiny", "--output-dir", str(out), *TINY]) == 2
-        second = capsys.readouterr().err
-        assert second.count("\n") == 1 and f"pid {proc.pid}" in second
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=600)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == PREEMPTED_EXIT_CODE, err[-2000:]
+class _SignalOnFirstCall:
+    """The reward, but its first call (mid-epoch 1) sends ``sig`` to this process, as a cluster would."""
+
+    def __init__(self, reward, sig: signal.Signals) -> None:
+        self.reward, self.sig, self.sent = reward, sig, False
+
+    def __getattr__(self, name):
+        return getattr(self.reward, name)
+
+    def __call__(self, images, prompts):
+        if not self.sent:
+            # without a handler the signal would end the test process itself
+            assert signal.getsignal(self.sig) not in (signal.SIG_DFL, signal.SIG_IGN, None), "no handler"
+            self.sent = True
+            os.kill(os.getpid(), self.sig)
+        return self.reward(images, prompts)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_a_stop_signal_finishes_the_epoch_checkpoints_exits_75_and_resumes_exactly(tmp_path, capsys, monkeypatch,
+                                                                                    tiny_run, sig):
+    """A real signal arrives mid-epoch 1: the run finishes the epoch, writes a checkpoint (none was due) and exits
+    75 with one line; re-running the same command resumes there and ends with the uninterrupted run's weights."""
+    from safediffusion.rl import trainer as trainer_module
+
+    out = tmp_path / "r"
+    argv = ["train", "--config", "tiny", "--output-dir", str(out), *TINY, "train.checkpoint_every=100",
+            "logging.tensorboard=false"]
+    build = trainer_module.build_reward
+    monkeypatch.setattr(trainer_module, "build_reward", lambda *a, **k: _SignalOnFirstCall(build(*a, **k), sig))
+    before = signal.getsignal(sig)
+    assert main(argv) == PREEMPTED_EXIT_CODE
+    err = capsys.readouterr().err
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("preempted: ")
-    epoch, _ = latest_checkpoint(out)
-    assert 1 <= epoch < 3 and not (out / "final").exists() and not (out / "run.lock").exists()
-    assert len(read_metrics(out / "metrics.jsonl")) == epoch
-    resumed = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"Resuming from {out / 'checkpoints' / f'checkpoint-{epoch:06d}'}" in resumed.stderr + resumed.stdout
+    assert signal.getsignal(sig) == before  # handlers restored
+    assert latest_checkpoint(out) == (1, out / "checkpoints" / "checkpoint-000001")
+    assert not (out / "final").exists() and not (out / "run.lock").exists()
+    assert [r["epoch"] for r in read_metrics(out / "metrics.jsonl")] == [1]
+    monkeypatch.undo()
+    assert main(argv) == 0
+    assert "Resuming from" in capsys.readouterr().out
     assert _same_weights(tiny_run / "final", out / "final")
 
 
@@ -285,9 +301,10 @@ def test_a_checkpoint_without_its_completion_mark_is_never_the_latest(tmp_path, 
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_moments_then_resume_gives_identical_weights(tmp_path, tiny_run):
-    """SIGKILL during the first checkpoint write, then at two random moments of the re-runs; the last re-run
-    of the same command ends with the uninterrupted run's weights, bit for bit."""
+def test_sigkill_at_random_moments_then_resume_gives_identical_weights(tmp_path, capsys, tiny_run):
+    """SIGKILL during the first checkpoint write, then at two random moments of the re-runs (while the first
+    re-run lives, a second run on its folder exits 2); the last re-run of the same command ends with the
+    uninterrupted run's weights, bit for bit."""
     rng = random.Random(20)
     out = tmp_path / "killed"
     root = out / "checkpoints"
@@ -306,9 +323,12 @@ def test_sigkill_at_random_moments_then_resume_gives_identical_weights(tmp_path,
     assert _wait(writing, proc, poll=0.001), "the first checkpoint was never seen being written"
     assert kill(proc)
     kills = [True]
-    for _ in range(2):
+    for attempt in range(2):
         proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         assert _wait(lambda p=proc: _locked_by(out, p.pid), proc)
+        if attempt == 0:  # a second run on the live run's folder stops at once, naming it
+            assert main(["train", "--config", "tiny", "--output-dir", str(out), *TINY]) == 2
+            assert f"pid {proc.pid}" in capsys.readouterr().err
         time.sleep(rng.uniform(0.0, 1.5))  # within resuming, an epoch or a checkpoint write
         kills.append(kill(proc))
     assert sum(kills) >= 2, "the re-runs finished before they could be killed"
