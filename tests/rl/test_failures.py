@@ -25,7 +25,7 @@ from safediffusion.config import load_config
 from safediffusion.errors import TrainingDiverged
 from safediffusion.rl import checkpoint as ckpt
 from safediffusion.rl.checkpoint import latest_checkpoint, list_checkpoints
-from safediffusion.rl.preemption import PREEMPTED_EXIT_CODE
+from safediffusion.rl.preemption import PREEMPTED_EXIT_CODE, PreemptionHandler
 from safediffusion.rl.run_files import read_metrics
 from safediffusion.rl.trainer import GRPOTrainer
 
@@ -240,12 +240,23 @@ class _SignalOnFirstCall:
         return self.reward(images, prompts)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
-def test_a_stop_signal_finishes_the_epoch_checkpoints_exits_75_and_resumes_exactly(tmp_path, capsys, monkeypatch,
-                                                                                    tiny_run, sig):
-    """A real signal arrives mid-epoch 1: the run finishes the epoch, writes a checkpoint (none was due) and exits
+def test_sigusr1_is_a_stop_request_and_handlers_are_restored():
+    before = signal.getsignal(signal.SIGUSR1)
+    with PreemptionHandler() as stop:
+        assert not stop.requested
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert stop.received == signal.SIGUSR1
+        assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL  # a second one stops at once
+    assert signal.getsignal(signal.SIGUSR1) == before
+
+
+def test_sigterm_finishes_the_epoch_checkpoints_exits_75_and_resumes_exactly(tmp_path, capsys, monkeypatch,
+                                                                              tiny_run):
+    """A real SIGTERM arrives mid-epoch 1: the run finishes the epoch, writes a checkpoint (none was due) and exits
     75 with one line; re-running the same command resumes there and ends with the uninterrupted run's weights."""
     from safediffusion.rl import trainer as trainer_module
+
+    sig = signal.SIGTERM
 
     out = tmp_path / "r"
     argv = ["train", "--config", "tiny", "--output-dir", str(out), *TINY, "train.checkpoint_every=100",
