@@ -327,8 +327,11 @@ def test_sigkill_at_random_moments_then_resume_gives_identical_weights(tmp_path,
         proc.wait()
         return alive
 
-    def writing() -> bool:
-        return root.is_dir() and any(p.name.endswith(".tmp") for p in root.iterdir())
+    def writing() -> bool:  # a checkpoint folder that holds its first files but is not yet complete
+        try:
+            return any(p.name.endswith(".tmp") and any(p.iterdir()) for p in root.iterdir())
+        except FileNotFoundError:
+            return False
 
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     assert _wait(writing, proc, poll=0.001), "the first checkpoint was never seen being written"
