@@ -160,6 +160,16 @@ def test_a_live_lock_stops_a_second_run_and_a_stale_one_is_taken_over(tmp_path, 
     assert not (out / "run.lock").exists() and (out / "final").is_dir()
 
 
+def test_lock_staleness_rules():
+    from safediffusion.rl.run_lock import is_stale
+
+    here, alive = socket.gethostname(), os.getppid()
+    assert not is_stale({"pid": alive, "host": here})
+    assert is_stale({"pid": alive, "host": here, "proc_start": "0"})  # the pid now names another process
+    assert is_stale({"pid": os.getpid(), "host": here})  # a restarted container reuses its pids
+    assert not is_stale({"pid": alive, "host": here + "-elsewhere"})  # another host's pids cannot be checked
+
+
 # --------------------------------------------------------------------------------------- 3. broken checkpoints
 
 
