@@ -37,17 +37,22 @@ def _process_start(pid: int) -> str | None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs on this host (a zombie, killed but not yet reaped by its parent, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, owned by someone else
+        pass
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
         return True
-    return True
 
 
 def describe(holder: dict[str, Any]) -> str:
-    return (f"pid {holder.get('pid')} on host {holder.get('host')}, started {holder.get('started')}")
+    """``pid P on host H, started T``: the holder as error messages name it."""
+    return f"pid {holder.get('pid')} on host {holder.get('host')}, started {holder.get('started')}"
 
 
 def is_stale(holder: dict[str, Any]) -> bool:
