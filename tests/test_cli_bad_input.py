@@ -33,6 +33,21 @@ CASES = {
     "missing model": (["model.pretrained=/nonexistent/model"], ["/nonexistent/model", "does not exist"]),
     "hub id offline": (["model.pretrained=someone/some-model"], ["someone/some-model", "HF_HUB_OFFLINE"]),
     "reward encoder offline": (["reward.encoder=someone/some-clip"], ["someone/some-clip"]),
+    "missing reward encoder dir": (["reward.encoder=/nonexistent/clip"], ["/nonexistent/clip"]),
+    "missing anchors file": (["reward.safe_anchors_file=/nonexistent/anchors.txt"], ["/nonexistent/anchors.txt"]),
+    "zero epochs": (["train.epochs=0"], ["train.epochs", ">= 1"]),
+    "negative epochs": (["train.epochs=-2"], ["train.epochs", ">= 1"]),
+    "zero non-finite epochs": (["train.max_nonfinite_epochs=0"], ["train.max_nonfinite_epochs", ">= 1"]),
+    "zero learning rate": (["train.learning_rate=0"], ["train.learning_rate", "> 0"]),
+    "zero checkpoints kept": (["train.keep_checkpoints=0"], ["train.keep_checkpoints", ">= 1"]),
+    "zero timestep window": (["train.timestep_window=0"], ["train.timestep_window", "(0, 1]"]),
+    "unsafe ratio above 1": (["data.unsafe_ratio=2"], ["data.unsafe_ratio", "[0, 1]"]),
+    "guidance below 1": (["sampling.guidance_scale=0.5"], ["sampling.guidance_scale", ">= 1"]),
+    "unknown reward": (["reward.name=magic"], ["reward.name", "steering"]),
+    "unknown precision": (["train.mixed_precision=fp8"], ["train.mixed_precision", "bf16"]),
+    "weighted without weights": (["reward.name=weighted"], ["reward.weights"]),
+    "unknown section": (["optimizer.lr=1"], ["unknown config key 'optimizer'"]),
+    "override without '='": (["train.epochs"], ["cannot parse override", "key=value"]),
 }
 
 
@@ -60,7 +75,8 @@ def test_bad_overrides(capsys, out, case):
 def test_bad_prompt_files(capsys, tmp_path, out, name, content, extra, words):
     path = tmp_path / name
     path.write_bytes(content)
-    argv = _train("tiny", out, f"data.prompts={path}", "data.unsafe_prompts=null", "train.epochs=0", *extra)
+    argv = _train("tiny", out, f"data.prompts={path}", "data.unsafe_prompts=null", "train.epochs=1",
+                  "logging.tensorboard=false", *extra)
     code, err = _run(capsys, argv)
     if words is None:  # the fixed version of the same input works
         assert code == 0, err
@@ -74,6 +90,28 @@ def test_bad_prompt_files(capsys, tmp_path, out, name, content, extra, words):
 def test_missing_config_file(capsys, out, tmp_path):
     code, err = _run(capsys, _train(str(tmp_path / "nope.yaml"), out))
     assert code == 2 and "does not exist" in err
+
+
+@pytest.mark.parametrize("text, words", [("train: [epochs\n", ["not valid YAML"]),
+                                         ("- a\n- b\n", ["must hold a mapping"]),
+                                         ("train:\n  epochs: 0\n", ["train.epochs", ">= 1"])])
+def test_bad_config_files(capsys, out, tmp_path, text, words):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    code, err = _run(capsys, _train(str(path), out))
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert all(w in err for w in words)
+    assert not out.exists()
+
+
+def test_corrupt_model_folder(capsys, out, tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model_index.json").write_text("{not json")
+    code, err = _run(capsys, _train("tiny", out, f"model.pretrained={model}"))
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert str(model) in err
+    assert not out.exists()
 
 
 def test_real_process_exit_code(tmp_path):

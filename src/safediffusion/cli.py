@@ -1,6 +1,9 @@
 """``safediffusion`` command line: train | generate | evaluate | compare | table.
 
-Bad input ends with one line on stderr (``error: <problem>; <fix>``) and exit code 2.
+Exit codes: 0 done; 2 bad input (one line on stderr, ``error: <problem>; <fix>``, including an output folder
+in use by another run); 3 training diverged (non-finite values for ``train.max_nonfinite_epochs`` epochs in a
+row); 75 stopped by SIGTERM / SIGUSR1 after writing a checkpoint (re-run the same command to resume);
+130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import sys
 from pathlib import Path
 
 from safediffusion.errors import UserError
+from safediffusion.rl.preemption import Preempted
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG = "mini"
@@ -123,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except Preempted as e:
+        print(f"preempted: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to resume from the last checkpoint", file=sys.stderr)

@@ -126,7 +126,12 @@ class RewardConfig:
 
 @dataclass
 class TrainConfig:
-    """GRPO optimisation. Per process and epoch: ``prompts_per_epoch`` prompts x ``group_size`` rollouts."""
+    """GRPO optimisation. Per process and epoch: ``prompts_per_epoch`` prompts x ``group_size`` rollouts.
+
+    ``max_nonfinite_epochs``: an update whose reward, advantage, loss or gradient is not finite is skipped
+    (with a warning, counted in ``metrics.jsonl``); this many such epochs in a row stop the run (exit code 3)
+    without writing ``final/``.
+    """
 
     epochs: int = 300
     prompts_per_epoch: int = 4
@@ -154,10 +159,11 @@ class TrainConfig:
     cfg_in_training: bool = True
     checkpoint_every: int = 10
     keep_checkpoints: int = 2
+    max_nonfinite_epochs: int = 3
     algorithm: Literal["grpo"] = "grpo"
 
     def validate(self) -> None:
-        _check(self.epochs >= 0, "train.epochs", "must be >= 0")
+        _check(self.epochs >= 1, "train.epochs", "must be >= 1")
         _check(self.prompts_per_epoch >= 1, "train.prompts_per_epoch", "must be >= 1")
         _check(self.group_size >= 2, "train.group_size",
                "must be >= 2 (GRPO normalises rewards within a group of samples of one prompt)")
@@ -174,6 +180,7 @@ class TrainConfig:
         _check(self.max_grad_norm > 0, "train.max_grad_norm", "must be > 0")
         _check(self.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
         _check(self.keep_checkpoints >= 1, "train.keep_checkpoints", "must be >= 1")
+        _check(self.max_nonfinite_epochs >= 1, "train.max_nonfinite_epochs", "must be >= 1")
 
 
 @dataclass

@@ -31,3 +31,10 @@ def first_line(error: BaseException, limit: int = 200) -> str:
     the detail that goes inside a one-line :class:`UserError`."""
     text = str(error).strip()
     return text.splitlines()[0][:limit] if text else type(error).__name__
+
+
+class TrainingDiverged(UserError):
+    """Training produced non-finite values for ``train.max_nonfinite_epochs`` epochs in a row. The CLI prints
+    one line and exits with code 3; the checkpoints written before stay, and no ``final/`` is written."""
+
+    exit_code = 3

@@ -1,11 +1,6 @@
 """End-to-end GRPO on tiny random models: outputs, loading with plain diffusers, exact resume, LoRA, KL."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,13 +16,6 @@ TINY = ["train.epochs=3"]
 
 def _unet_weights(final: Path) -> dict[str, torch.Tensor]:
     return load_file(str(final / "unet" / "diffusion_pytorch_model.safetensors"))
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny") / "run"
-    assert main(["train", "--config", "tiny", "--output-dir", str(out), *TINY]) == 0
-    return out
 
 
 def test_outputs(tiny_run):
@@ -89,9 +77,10 @@ def test_timestep_window_trains_only_the_first_steps(tmp_path, window, touches_l
     batch["rollout"].log_probs[:, 2:] = float("nan")
     advantages = torch.linspace(-1, 1, batch["rewards"].numel())
     stats = trainer._update(0, batch, advantages)
-    finite = all(torch.isfinite(p).all() for p in trainer.params)
-    assert finite != touches_late_steps
+    # a NaN read from the poisoned steps makes the loss NaN, and the finite-value guard skips the update
+    assert (stats["skipped_updates"] > 0) == touches_late_steps
     assert bool(torch.isfinite(torch.tensor(stats["loss"]))) != touches_late_steps
+    assert all(torch.isfinite(p).all() for p in trainer.params)
 
 
 def test_resume_continues_to_identical_weights(tmp_path, tiny_run):
@@ -103,29 +92,6 @@ def test_resume_continues_to_identical_weights(tmp_path, tiny_run):
     assert all(torch.equal(a[k], b[k]) for k in a)
     epochs = [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2, 3]
-
-
-def test_killed_run_resumes_to_identical_weights(tmp_path, tiny_run):
-    """SIGKILL mid-run, re-run the same command: the result equals the uninterrupted run (``tiny_run``)."""
-    out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "safediffusion.cli", "train", "--config", "tiny", "--output-dir", str(out),
-           *TINY, "train.checkpoint_every=1", "logging.progress=false"]
-    # bit-equality needs the same float reduction order: the same torch thread count as this process
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS=str(torch.get_num_threads()))
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    marker = out / "checkpoints" / "checkpoint-000001" / "trainer_state.json"
-    deadline = time.time() + 600
-    while not marker.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert marker.exists()
-    assert not (out / "final").exists(), "the run finished before it could be killed"
-    resumed = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "Resuming from" in resumed.stderr + resumed.stdout
-    a, b = _unet_weights(tiny_run / "final"), _unet_weights(out / "final")
-    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_resume_refuses_a_different_config(tmp_path, capsys, tiny_run):

@@ -88,7 +88,11 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 class MetricsWriter:
-    """Appends epoch records to ``metrics.jsonl``; on resume drops records of epochs that will be redone."""
+    """Appends epoch records to ``metrics.jsonl``; on resume drops records of epochs that will be redone.
+
+    Every line is strict JSON: a non-finite number (NaN, inf) is written as ``null``, and the record gets
+    ``nonfinite_values``, the number of values so replaced.
+    """
 
     def __init__(self, path: Path, keep_epochs_below: int, enabled: bool = True) -> None:
         self.path = path
@@ -102,8 +106,24 @@ class MetricsWriter:
         if not self.enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        record, replaced = finite_or_null(record)
+        if replaced:
+            record["nonfinite_values"] = replaced
         with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(record, allow_nan=False) + "\n")
+
+
+def finite_or_null(record: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """``record`` with non-finite floats replaced by None, and how many were replaced."""
+    out: dict[str, Any] = {}
+    replaced = 0
+    for k, v in record.items():
+        if isinstance(v, float) and not np.isfinite(v):
+            out[k] = None
+            replaced += 1
+        else:
+            out[k] = v
+    return out, replaced
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -121,7 +141,7 @@ def save_image_grid(images: torch.Tensor, captions: list[str], scores: list[floa
     tile_w = max(tw, 128)
     canvas = Image.new("RGB", (columns * tile_w, rows * (th + caption_h)), "white")
     draw = ImageDraw.Draw(canvas)
-    arr = (images.clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    arr = (images.nan_to_num(0.0).clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
     for i in range(n):
         r, c = divmod(i, columns)
         x, y = c * tile_w, r * (th + caption_h)

@@ -19,6 +19,12 @@ K = ``int(W * train.timestep_fraction)``):
 
 Every random draw (prompts, initial noise, per-step noise, timestep order) is seeded by
 ``(seed, epoch, rank)``, so a run resumed from a checkpoint ends with the same weights as an uninterrupted one.
+
+Failures (README, "Runs and failures"): the output folder is locked while the run lives
+(:mod:`~safediffusion.rl.run_lock`); an update with a non-finite reward, advantage, loss or gradient is skipped,
+and ``train.max_nonfinite_epochs`` such epochs in a row stop the run (exit 3) with no checkpoint or ``final/``
+from those epochs; resuming falls back past checkpoints that do not load; SIGTERM / SIGUSR1 finish the epoch,
+write a checkpoint and exit 75 (:mod:`~safediffusion.rl.preemption`).
 """
 
 from __future__ import annotations
@@ -26,7 +32,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
+import shutil
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,21 +48,33 @@ from tqdm.auto import tqdm
 
 from safediffusion.config import Config, save_config
 from safediffusion.data.mixer import PromptMixer, build_prompt_mixer
+from safediffusion.errors import TrainingDiverged, UserError, first_line
 from safediffusion.models.bundle import ModelBundle, load_bundle, lora_metadata
 from safediffusion.rewards import build_reward
 from safediffusion.rl.advantages import PerPromptStatTracker, group_advantages
-from safediffusion.rl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from safediffusion.rl.checkpoint import (
+    CHECKPOINT_LOAD_ERRORS,
+    is_out_of_memory,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    move_aside,
+    save_checkpoint,
+)
 from safediffusion.rl.loss import gaussian_kl, ppo_clip_loss
+from safediffusion.rl.preemption import Preempted, PreemptionHandler
 from safediffusion.rl.run_files import (
     MetricsWriter,
     check_resume_compatible,
     save_image_grid,
     write_run_info,
 )
+from safediffusion.rl.run_lock import RunLock, check_unlocked
 from safediffusion.rl.transition import policy_transition
 from safediffusion.sampling.rollout import make_initial_latents, sample_rollout
 
-_RESUME_IGNORED_KEYS = ("train.epochs", "train.checkpoint_every", "train.keep_checkpoints", "logging", "eval")
+_RESUME_IGNORED_KEYS = ("train.epochs", "train.checkpoint_every", "train.keep_checkpoints",
+                        "train.max_nonfinite_epochs", "logging", "eval")
 
 
 def _seed_for(*parts: int) -> int:
@@ -69,6 +91,7 @@ class GRPOTrainer:
     def __init__(self, cfg: Config, output_dir: str | Path, accelerator: Accelerator | None = None) -> None:
         self.cfg = cfg
         self.output_dir = Path(output_dir)
+        check_unlocked(self.output_dir)  # fail fast; train() takes the lock
         tc = cfg.train
         self.prompts: PromptMixer = build_prompt_mixer(cfg.data, cfg.seed, cfg.resolve_path)
         if self.output_dir.exists() and any(self.output_dir.iterdir()):
@@ -146,18 +169,73 @@ class GRPOTrainer:
     def _unwrapped(self) -> torch.nn.Module:
         return self.accelerator.unwrap_model(self.unet)
 
+    def _any(self, flag: bool) -> bool:
+        """Whether ``flag`` holds on any process (collective), so that every process takes the same branch."""
+        acc = self.accelerator
+        if acc.num_processes == 1:
+            return flag
+        return bool(acc.reduce(torch.tensor([float(flag)], device=acc.device), "sum").item() > 0)
+
     def _resume(self) -> None:
-        found = latest_checkpoint(self.output_dir)
-        if found is None:
-            return
-        epoch, path = found
-        state = load_checkpoint(self.accelerator, path)
-        self.start_epoch = int(state["epoch"])
-        self.global_step = int(state["global_step"])
-        if self.stat_tracker is not None and state.get("stat_tracker"):
-            self.stat_tracker.load_state_dict(state["stat_tracker"])
-        if self.accelerator.is_main_process:
-            tqdm.write(f"Resuming from {path} (epoch {epoch})")
+        """Load the newest checkpoint that loads. One that does not (a truncated or corrupt file) is reported
+        in one line and moved aside as ``*.broken``, and the one before is tried."""
+        acc = self.accelerator
+        found = list_checkpoints(self.output_dir)
+        for epoch, path in reversed(found):
+            error: BaseException | None = None
+            try:
+                state = load_checkpoint(acc, path)
+            except CHECKPOINT_LOAD_ERRORS as e:
+                if is_out_of_memory(e):
+                    raise
+                error = e
+            if not self._any(error is not None):
+                self.start_epoch = int(state["epoch"])
+                self.global_step = int(state["global_step"])
+                if self.stat_tracker is not None and state.get("stat_tracker"):
+                    self.stat_tracker.load_state_dict(state["stat_tracker"])
+                if acc.is_main_process:
+                    tqdm.write(f"Resuming from {path} (epoch {epoch})")
+                return
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                aside = move_aside(path)
+                why = first_line(error) if error is not None else "on another process"
+                print(f"warning: checkpoint {path} does not load ({type(error).__name__}: {why}); moved aside "
+                      f"to {aside.name}", file=sys.stderr, flush=True)
+            acc.wait_for_everyone()
+        if found:
+            raise UserError(f"no checkpoint in '{self.output_dir / 'checkpoints'}' loads (each was moved aside as "
+                            f"*.broken)", "re-run the same command to start from scratch")
+
+    @contextlib.contextmanager
+    def _run_lock(self) -> Iterator[None]:
+        """Hold ``OUTPUT/run.lock`` (main process) for the block; every process stops if it is held."""
+        acc = self.accelerator
+        lock = RunLock(self.output_dir) if acc.is_main_process else None
+        error: UserError | None = None
+        if lock is not None:
+            try:
+                lock.acquire()
+            except UserError as e:
+                error = e
+        if self._any(error is not None):
+            raise error or UserError(f"output directory '{self.output_dir}' is in use by another run")
+        try:
+            yield
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _updates_per_epoch(self) -> int:
+        tc = self.cfg.train
+        B = tc.prompts_per_epoch * tc.group_size
+        micro = math.ceil(B / tc.train_batch_size) * self.num_train_timesteps
+        return tc.inner_epochs * math.ceil(micro / (self.num_train_timesteps * tc.gradient_accumulation_steps))
+
+    def _params_finite(self) -> bool:
+        norm = torch.nn.utils.get_total_norm([p.detach() for p in self.params], norm_type=math.inf)
+        return not self._any(not bool(torch.isfinite(norm)))
 
     # ------------------------------------------------------------------ one epoch
     def _rollout(self, epoch: int) -> dict[str, Any]:
@@ -230,7 +308,7 @@ class GRPOTrainer:
         gen = torch.Generator().manual_seed(_seed_for(cfg.seed, epoch, acc.process_index, 3))
         device = acc.device
         sums: dict[str, float] = {}
-        count = 0
+        count = skipped = 0
         self.unet.train()
         for _inner in range(tc.inner_epochs):
             order = torch.randperm(B, generator=gen)
@@ -242,6 +320,7 @@ class GRPOTrainer:
             bar = tqdm(total=len(micro), desc=f"epoch {epoch + 1} train", leave=False,
                        disable=not (cfg.logging.progress and acc.is_local_main_process))
             for update in updates:
+                update_loss = 0.0
                 for n, (mb, j) in enumerate(update):
                     idx_t = steps[mb, j]
                     lat = rollout.latents[mb, idx_t].to(device)
@@ -263,18 +342,23 @@ class GRPOTrainer:
                             loss = loss + tc.kl_beta * kl
                             stats["kl"] = kl.detach()
                         acc.backward(loss / len(update))
+                    update_loss += float(loss.detach())
                     for k, v in {"loss": loss.detach(), **stats}.items():
                         sums[k] = sums.get(k, 0.0) + float(v)
                     count += 1
                     bar.update(1)
                 grad_norm = acc.clip_grad_norm_(self.params, tc.max_grad_norm)
                 sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(grad_norm) * len(update)
-                self.optimizer.step()
+                # a non-finite loss or gradient on any process: skip this optimizer step everywhere
+                if self._any(not (math.isfinite(float(grad_norm)) and math.isfinite(update_loss))):
+                    skipped += 1
+                else:
+                    self.optimizer.step()
+                    self.global_step += 1
                 self.optimizer.zero_grad(set_to_none=True)
-                self.global_step += 1
             bar.close()
         self.unet.eval()
-        return {k: v / max(count, 1) for k, v in sums.items()}
+        return {**{k: v / max(count, 1) for k, v in sums.items()}, "skipped_updates": float(skipped)}
 
     def _log_epoch(self, epoch: int, batch: dict[str, Any], train_stats: dict[str, float],
                    timing: dict[str, float], metrics: MetricsWriter) -> None:
@@ -291,6 +375,7 @@ class GRPOTrainer:
             "reward_std": float(rewards.std(unbiased=False)),
             "reward_group_std": float(groups.std(dim=1, unbiased=False).mean()),
             "num_rewards": int(rewards.numel()),
+            "nonfinite_rewards": int((~torch.isfinite(rewards)).sum()),
             "num_processes": acc.num_processes,
         }
         marker = acc.gather(batch["marker"].to(acc.device).float()).cpu() if "marker" in batch else None
@@ -303,6 +388,9 @@ class GRPOTrainer:
                 if marker is not None:
                     record[f"marker_rate/{name}"] = float(marker[mask].mean())
         record.update(train_stats)
+        for key in ("skipped_updates", "nonfinite_streak"):  # counts
+            if key in record:
+                record[key] = int(record[key])
         record.update(timing)
         if acc.is_main_process:
             metrics.write(record)
@@ -319,7 +407,39 @@ class GRPOTrainer:
                         tracker.writer.add_images("samples", images, global_step=epoch + 1)
 
     # ------------------------------------------------------------------ main loop
+    def _checked_update(self, epoch: int, batch: dict[str, Any]) -> tuple[dict[str, float], str | None]:
+        """Advantages and the update, unless a reward or advantage is not finite (then no update at all).
+        Returns the update's statistics and what was not finite (None when all was)."""
+        skip_all = {"skipped_updates": float(self._updates_per_epoch())}
+        if self._any(not bool(torch.isfinite(batch["rewards"]).all())):
+            return skip_all, "reward"
+        advantages = self._advantages(batch)
+        if self._any(not bool(torch.isfinite(advantages).all())):
+            return skip_all, "advantage"
+        stats = self._update(epoch, batch, advantages)
+        if stats["skipped_updates"] > 0:
+            return stats, "loss or gradient"
+        if not self._params_finite():
+            return stats, "weights"
+        return stats, None
+
+    def _save_checkpoint(self, epoch: int) -> None:
+        save_checkpoint(self.accelerator, self.output_dir, epoch + 1,
+                        {"epoch": epoch + 1, "global_step": self.global_step,
+                         "stat_tracker": self.stat_tracker.state_dict() if self.stat_tracker else None},
+                        keep=self.cfg.train.keep_checkpoints)
+
     def train(self) -> Path:
+        """Run (or resume) to ``train.epochs`` and write ``final/``. Raises :class:`TrainingDiverged` (exit 3)
+        after ``train.max_nonfinite_epochs`` non-finite epochs in a row, :class:`Preempted` (exit 75) after
+        the checkpoint that a SIGTERM / SIGUSR1 asked for."""
+        with self._run_lock(), PreemptionHandler() as stop:
+            try:
+                return self._train(stop)
+            finally:
+                self.accelerator.end_training()
+
+    def _train(self, stop: PreemptionHandler) -> Path:
         cfg, acc, tc = self.cfg, self.accelerator, self.cfg.train
         self._resume()
         if acc.is_main_process:
@@ -333,38 +453,66 @@ class GRPOTrainer:
                                 enabled=acc.is_main_process)
         bar = tqdm(range(self.start_epoch, tc.epochs), initial=self.start_epoch, total=tc.epochs, desc="GRPO",
                    disable=not (cfg.logging.progress and acc.is_local_main_process))
+        streak = 0  # epochs in a row whose update was skipped for a non-finite value
         for epoch in bar:
             t0 = time.perf_counter()
             batch = self._rollout(epoch)
             t1 = time.perf_counter()
-            advantages = self._advantages(batch)
-            train_stats = self._update(epoch, batch, advantages)
+            train_stats, nonfinite = self._checked_update(epoch, batch)
             t2 = time.perf_counter()
+            streak = streak + 1 if nonfinite else 0
+            train_stats["nonfinite_streak"] = float(streak)
             timing = {"time/sample": t1 - t0, "time/train": t2 - t1}
             self._log_epoch(epoch, batch, train_stats, timing, metrics)
             bar.set_postfix(reward=f"{float(batch['rewards'].mean()):.4f}")
-            if (epoch + 1) % tc.checkpoint_every == 0 or epoch + 1 == tc.epochs:
-                save_checkpoint(acc, self.output_dir, epoch + 1,
-                                {"epoch": epoch + 1, "global_step": self.global_step,
-                                 "stat_tracker": self.stat_tracker.state_dict() if self.stat_tracker else None},
-                                keep=tc.keep_checkpoints)
+            saved = False
+            if nonfinite:
+                if acc.is_main_process:
+                    tqdm.write(f"warning: epoch {epoch + 1}: non-finite {nonfinite}; update skipped, no checkpoint "
+                               f"({streak} of {tc.max_nonfinite_epochs} allowed in a row)", file=sys.stderr)
+                if streak >= tc.max_nonfinite_epochs:
+                    raise self._diverged(epoch, streak)
+            elif (epoch + 1) % tc.checkpoint_every == 0 or epoch + 1 == tc.epochs:
+                self._save_checkpoint(epoch)
+                saved = True
+            if epoch + 1 < tc.epochs and self._any(stop.requested):
+                if not (saved or nonfinite):
+                    self._save_checkpoint(epoch)
+                bar.close()
+                raise Preempted(f"stopped by a signal after epoch {epoch + 1} of {tc.epochs}; "
+                                f"re-run the same command to resume")
         bar.close()
-        final = self.save_final()
-        acc.end_training()
-        return final
+        if streak:
+            raise self._diverged(tc.epochs - 1, streak)
+        return self.save_final()
+
+    def _diverged(self, epoch: int, streak: int) -> TrainingDiverged:
+        last = latest_checkpoint(self.output_dir)
+        kept = f"the last good checkpoint is {last[1].name}" if last else "no checkpoint was written"
+        return TrainingDiverged(
+            f"training stopped at epoch {epoch + 1}: non-finite reward, loss or gradient in {streak} epochs in a "
+            f"row; final/ not written, {kept}",
+            "lower train.learning_rate or train.max_grad_norm in a new --output-dir")
 
     def save_final(self) -> Path:
-        """``OUTPUT/final``: a full diffusers pipeline, or LoRA weights loadable with ``load_lora_weights``."""
+        """``OUTPUT/final``: a full diffusers pipeline, or LoRA weights loadable with ``load_lora_weights``.
+        Written into ``final.tmp`` and renamed when complete."""
         acc = self.accelerator
         final = self.output_dir / "final"
         acc.wait_for_everyone()
         if acc.is_main_process:
+            tmp = final.with_name("final.tmp")
+            if tmp.exists():
+                shutil.rmtree(tmp)
             unet = self._unwrapped()
             if self.cfg.model.use_lora:
-                save_lora(unet, final, base=self.cfg.model.pretrained)
+                save_lora(unet, tmp, base=self.cfg.model.pretrained)
             else:
                 fp32 = copy.deepcopy(unet).to("cpu").float()
-                self.bundle.save_pretrained(final, unet=fp32)
+                self.bundle.save_pretrained(tmp, unet=fp32)
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
         acc.wait_for_everyone()
         return final
 
