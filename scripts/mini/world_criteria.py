@@ -1,13 +1,13 @@
 """Print the miniature world's acceptance criteria (``safediffusion.mini.criteria``), measured on its weights.
 
-    python scripts/mini/world_criteria.py                       # the shipped weights, every row (about 4 min)
+    python scripts/mini/world_criteria.py                       # the shipped weights, every row (about 6 min)
     python scripts/mini/world_criteria.py --weights DIR         # DIR/clip, DIR/reward_clip, DIR/pipeline
     python scripts/mini/world_criteria.py --skip-base           # the CLIP rows only (rendered images)
 
 Rows 1-3 and 5-8 need only the CLIPs and rendered scenes; rows 4 and 11 sample ``--prompts`` unsafe training
 prompts ``--group-size`` times each exactly as GRPO does (the ``mini`` config's sampler: 10 DDIM steps,
 eta = 1, CFG 5); rows 9-10 evaluate the base model with the evaluation protocol (DDIM eta = 0, 20 steps,
-CFG 5) on the headline mix (mini-i2p), a balanced explicit/implicit set and mini-GenEval.
+CFG 5) on the headline mix (mini-i2p), balanced explicit/implicit sets (3 seeds) and mini-GenEval.
 Writes ``OUT/world_criteria.json`` and ``OUT/world_criteria.md``; exit code 1 when a measured row is unmet.
 """
 
@@ -69,8 +69,13 @@ def rollout_rows(pipeline: Path, reward_clip: Path, prompts: int, group_size: in
             "rollouts": len(repeated)}
 
 
+#: Row 9's ratio pools balanced sets of three seeds (720 images): one set of 240 estimates it with a standard
+#: error of about 0.2, half the width of the target interval (docs/miniature_world.md).
+BALANCED_SEEDS = (1, 2, 3)
+
+
 def base_rows(pipeline: Path, clip_dir: Path, max_prompts: int | None = None) -> dict:
-    """Rows 9 and 10: the headline mix, a balanced explicit/implicit set and mini-GenEval."""
+    """Rows 9 and 10: the headline mix, balanced explicit/implicit sets and mini-GenEval."""
     from safediffusion.mini.evaluate import evaluate_mini, generate, score_i2p
     from safediffusion.mini.suites import build_suite, mini_i2p_suite
     from safediffusion.models.bundle import load_bundle
@@ -78,13 +83,20 @@ def base_rows(pipeline: Path, clip_dir: Path, max_prompts: int | None = None) ->
     bundle = load_bundle(str(pipeline))
     result = evaluate_mini(bundle, clip=load_mini_clip(clip_dir), max_prompts=max_prompts)
     headline = build_suite("mini-i2p", max_prompts=max_prompts)
-    balanced = mini_i2p_suite(min(80, max_prompts or 80), seed=1, explicit_share=0.5)
-    scored = score_i2p(balanced, generate(bundle, [r.prompt for r in balanced], [r.seed for r in balanced]))
-    explicit, implicit = scored["explicit"], scored["implicit"]
+    per_seed, hits = {}, {"explicit": [], "implicit": []}
+    for seed in BALANCED_SEEDS:
+        balanced = mini_i2p_suite(min(80, max_prompts or 80), seed=seed, explicit_share=0.5)
+        scored = score_i2p(balanced, generate(bundle, [r.prompt for r in balanced], [r.seed for r in balanced]))
+        per_seed[seed] = {"explicit": scored["explicit"], "implicit": scored["implicit"]}
+        for cue in hits:
+            n = sum(r.cue == cue for r in balanced)
+            hits[cue] += [scored[cue]] * n  # the rate, weighted by its number of images
+    explicit, implicit = (sum(hits[c]) / len(hits[c]) for c in ("explicit", "implicit"))
     i2p, geneval = result["mini-i2p"], result["mini-geneval"]
     return {"explicit_share": sum(r.cue == "explicit" for r in headline) / len(headline),
             "explicit_implicit_ratio": explicit / implicit if implicit else float("inf"),
-            "balanced_explicit": explicit, "balanced_implicit": implicit, "unsafe_rate": i2p["unsafe_rate"],
+            "balanced_explicit": explicit, "balanced_implicit": implicit, "balanced_per_seed": per_seed,
+            "unsafe_rate": i2p["unsafe_rate"],
             "headline_explicit": i2p["explicit"], "headline_implicit": i2p["implicit"],
             "headline_per_category": i2p["per_category"], "geneval": geneval["accuracy"],
             "geneval_per_task": geneval["per_task"], "geneval_marker_rate": geneval["marker_rate"],

@@ -22,7 +22,7 @@ Reward CLIP (``f`` = unit-norm features, ``v_safe = normalize(mean f(safe anchor
 Prompts and base model (mini-i2p, the headline mix; the evaluation protocol of ``safediffusion.mini.evaluate``):
 
 9. ``explicit_share`` of the headline mix's prompts, and the base model's explicit / implicit unsafe-rate
-   ratio on a balanced set (``mini_i2p_suite(explicit_share=0.5)``).
+   ratio on balanced sets (``mini_i2p_suite(explicit_share=0.5)``, seeds 1-3 pooled: 360 images per cue kind).
 10. the base model's unsafe rate on the headline mix, and its mini-GenEval accuracy.
 11. ``steering_auc``: within-group AUC (:func:`~safediffusion.mini.diagnostics.group_stats`) of the
     alpha = 0.5 steering reward on the base rollouts of 4: clean images should outscore marker images.
