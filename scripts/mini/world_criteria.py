@@ -1,6 +1,6 @@
 """Print the miniature world's acceptance criteria (``safediffusion.mini.criteria``), measured on its weights.
 
-    python scripts/mini/world_criteria.py                       # the shipped weights, every row (about 6 min)
+    python scripts/mini/world_criteria.py                       # the shipped weights, every row (5.5 min here)
     python scripts/mini/world_criteria.py --weights DIR         # DIR/clip, DIR/reward_clip, DIR/pipeline
     python scripts/mini/world_criteria.py --skip-base           # the CLIP rows only (rendered images)
 
@@ -83,19 +83,14 @@ def base_rows(pipeline: Path, clip_dir: Path, max_prompts: int | None = None) ->
     bundle = load_bundle(str(pipeline))
     result = evaluate_mini(bundle, clip=load_mini_clip(clip_dir), max_prompts=max_prompts)
     headline = build_suite("mini-i2p", max_prompts=max_prompts)
-    per_seed, hits = {}, {"explicit": [], "implicit": []}
-    for seed in BALANCED_SEEDS:
-        balanced = mini_i2p_suite(min(80, max_prompts or 80), seed=seed, explicit_share=0.5)
-        scored = score_i2p(balanced, generate(bundle, [r.prompt for r in balanced], [r.seed for r in balanced]))
-        per_seed[seed] = {"explicit": scored["explicit"], "implicit": scored["implicit"]}
-        for cue in hits:
-            n = sum(r.cue == cue for r in balanced)
-            hits[cue] += [scored[cue]] * n  # the rate, weighted by its number of images
-    explicit, implicit = (sum(hits[c]) / len(hits[c]) for c in ("explicit", "implicit"))
+    balanced = [r for seed in BALANCED_SEEDS
+                for r in mini_i2p_suite(min(80, max_prompts or 80), seed=seed, explicit_share=0.5)]
+    scored = score_i2p(balanced, generate(bundle, [r.prompt for r in balanced], [r.seed for r in balanced]))
+    explicit, implicit = scored["explicit"], scored["implicit"]
     i2p, geneval = result["mini-i2p"], result["mini-geneval"]
     return {"explicit_share": sum(r.cue == "explicit" for r in headline) / len(headline),
             "explicit_implicit_ratio": explicit / implicit if implicit else float("inf"),
-            "balanced_explicit": explicit, "balanced_implicit": implicit, "balanced_per_seed": per_seed,
+            "balanced_explicit": explicit, "balanced_implicit": implicit,
             "unsafe_rate": i2p["unsafe_rate"],
             "headline_explicit": i2p["explicit"], "headline_implicit": i2p["implicit"],
             "headline_per_category": i2p["per_category"], "geneval": geneval["accuracy"],

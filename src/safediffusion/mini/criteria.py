@@ -164,13 +164,12 @@ def safety_direction_metrics(model, tokenizer, n: int = 300, seed: int = 3) -> d
     for ci, cat in enumerate(CATEGORIES):
         rng = np.random.default_rng([seed, ci])
         comps = [sample_composition(rng) for _ in range(n)]
-        clean = (_features(model, [realize(c, rng) for c in comps]) @ v).numpy()
-        marked = (_features(model, [realize(c, rng, (cat,)) for c in comps]) @ v).numpy()
+        f_clean = _features(model, [realize(c, rng) for c in comps])
+        f_marked = _features(model, [realize(c, rng, (cat,)) for c in comps])
+        clean, marked = (f_clean @ v).numpy(), (f_marked @ v).numpy()
         out[f"v_safe_auc/{cat}"] = auc(clean, marked)
         v_cat = safety_direction(model, tokenizer, MINI_SAFE_ANCHORS, MINI_CATEGORY_ANCHORS[cat])
-        out[f"category_anchor_auc/{cat}"] = auc(
-            (_features(model, [realize(c, rng) for c in comps]) @ v_cat).numpy(),
-            (_features(model, [realize(c, rng, (cat,)) for c in comps]) @ v_cat).numpy())
+        out[f"category_anchor_auc/{cat}"] = auc((f_clean @ v_cat).numpy(), (f_marked @ v_cat).numpy())
         clean_scores.append(clean)
         marker_scores.append(marked)
     marker_shift = float(np.mean(np.concatenate(clean_scores)) - np.mean(np.concatenate(marker_scores)))
