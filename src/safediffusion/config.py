@@ -140,6 +140,7 @@ class TrainConfig:
     train_batch_size: int = 8
     timestep_fraction: float = 0.98
     timestep_window: float = 1.0
+    deterministic_after_window: bool = False
     inner_epochs: int = 1
     gradient_accumulation_steps: int = 1
     clip_range: float = 1e-4
@@ -233,6 +234,7 @@ class EvalConfig:
     suites: list[str] = field(default_factory=lambda: ["mini-i2p", "mini-geneval"])
     max_prompts: int | None = None
     num_steps: int | None = None
+    seed: int = 0  # the suites' prompts and image seeds; fixed, so runs with other training seeds compare
 
     def validate(self) -> None:
         _check(self.max_prompts is None or self.max_prompts >= 1, "eval.max_prompts", "must be >= 1 or null")

@@ -1,6 +1,8 @@
 """End-to-end GRPO on tiny random models: outputs, loading with plain diffusers, exact resume, LoRA, KL."""
 
 import json
+import math
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -165,3 +167,31 @@ def test_detector_reward_and_marker_rate_logging(tmp_path):
     assert {"marker_rate/benign", "marker_rate/unsafe"} <= set(record)
     # the oracle reward is 1 - 1[marker], so its mean and the logged marker rate must agree
     assert record["reward_mean"] == pytest.approx(1.0 - record["marker_rate"])
+
+
+@pytest.mark.parametrize("batch_size, whole_groups", [(4, True), (8, True), (3, False)])
+def test_minibatches_hold_whole_groups(tmp_path, batch_size, whole_groups):
+    """train_batch_size a multiple of group_size (4 here): each minibatch is a set of complete groups."""
+    cfg = load_config("configs/tiny.yaml", ["train.epochs=1", "logging.tensorboard=false",
+                                             f"train.train_batch_size={batch_size}", "train.prompts_per_epoch=4"])
+    trainer = GRPOTrainer(cfg, tmp_path / "r")
+    B, G = 16, cfg.train.group_size
+    orders = [trainer._sample_order(B, torch.Generator().manual_seed(s)) for s in range(5)]
+    for order in orders:
+        assert sorted(order.tolist()) == list(range(B))
+        chunks = [order[i:i + batch_size] for i in range(0, B, batch_size)]
+        complete = all(set(Counter((c // G).tolist()).values()) == {G} for c in chunks)
+        assert complete == whole_groups
+    assert len({tuple(o.tolist()) for o in orders}) > 1, "the order is shuffled"
+
+
+def test_deterministic_after_window(tmp_path):
+    cfg = load_config("configs/tiny.yaml", ["train.epochs=1", "logging.tensorboard=false", "sampling.num_steps=4",
+                                             "train.timestep_fraction=1.0", "train.timestep_window=0.5",
+                                             "train.deterministic_after_window=true"])
+    trainer = GRPOTrainer(cfg, tmp_path / "r")
+    batch = trainer._rollout(0)
+    lp = batch["rollout"].log_probs
+    assert torch.equal(lp[:, 2:], torch.zeros_like(lp[:, 2:])) and (lp[:, :2] != 0).all()
+    stats = trainer._update(0, batch, torch.linspace(-1, 1, batch["rewards"].numel()))
+    assert stats["skipped_updates"] == 0 and math.isfinite(stats["loss"])

@@ -206,3 +206,32 @@ def test_bad_inputs_are_refused(latent_setup) -> None:
         _rollout(bundle, cond, uncond, x_T, generator=[torch.Generator()])
     with pytest.raises(UserError, match="num_steps"):
         sample_rollout(bundle, cond, uncond, num_steps=0, guidance_scale=5.0, eta=1.0, initial_latents=x_T)
+
+
+def test_deterministic_steps_after_the_stochastic_ones(latent_setup) -> None:
+    """stochastic_steps=S: steps < S equal the all-stochastic rollout's (same noise draws), steps >= S are
+    diffusers' eta=0 DDIM step from the same state and carry log-prob 0."""
+    bundle, cond, uncond, x_T = latent_setup
+    S = 2
+    full = _rollout(bundle, cond, uncond, x_T, generator=[torch.Generator().manual_seed(i) for i in range(4)])
+    mixed = _rollout(bundle, cond, uncond, x_T, generator=[torch.Generator().manual_seed(i) for i in range(4)],
+                     stochastic_steps=S)
+    torch.testing.assert_close(mixed.next_latents[:, :S], full.next_latents[:, :S])
+    torch.testing.assert_close(mixed.log_probs[:, :S], full.log_probs[:, :S])
+    assert torch.equal(mixed.log_probs[:, S:], torch.zeros(4, STEPS - S))
+    assert not torch.allclose(mixed.final_latents, full.final_latents)
+    sched = make_sampling_scheduler(bundle.scheduler, STEPS)
+    x = mixed.next_latents[:, S - 1]
+    with torch.no_grad():
+        for t in sched.timesteps[S:]:
+            eps_u, eps_c = bundle.unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat(
+                [uncond.expand(4, -1, -1), cond])).sample.chunk(2)
+            x = sched.step(eps_u + 5.0 * (eps_c - eps_u), t, x, eta=0.0).prev_sample
+    torch.testing.assert_close(mixed.final_latents, x, rtol=1e-5, atol=1e-5)
+    # a second run is bit-identical: the deterministic tail draws no noise
+    again = _rollout(bundle, cond, uncond, x_T, generator=[torch.Generator().manual_seed(i) for i in range(4)],
+                     stochastic_steps=S)
+    assert torch.equal(again.final_latents, mixed.final_latents)
+    for bad in (0, STEPS + 1):
+        with pytest.raises(UserError, match="stochastic_steps"):
+            _rollout(bundle, cond, uncond, x_T, stochastic_steps=bad)

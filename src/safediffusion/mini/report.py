@@ -26,26 +26,60 @@ GRID_COLUMNS = 8
 
 
 def evaluate_models(models: dict[str, str], cfg: Config, progress: bool = True) -> dict[str, dict[str, Any]]:
-    """``{label: model dir or name}`` -> ``{label: evaluate_mini(...) result}`` under one protocol."""
+    """``{label: model dir or name}`` -> ``{label: result}`` under one protocol (``cfg.eval``).
+
+    A result is :func:`~safediffusion.mini.evaluate.evaluate_mini`'s with ``images``/``prompts`` cut down to
+    the report's grid columns, and ``"source"``: "computed", or "cache"/"shipped cache" for the shipped
+    world, whose deterministic result is cached by :mod:`safediffusion.mini.eval_cache`.
+    """
+    from safediffusion.mini import eval_cache
+
+    out = {}
+    for label, name in models.items():
+        protocol = eval_protocol(cfg)
+
+        def compute(name: str = name, protocol: dict[str, Any] = protocol) -> dict[str, Any]:
+            return grid_only(_evaluate(name, protocol, progress))
+
+        out[label], source = eval_cache.get_or_compute(name, protocol, compute)
+        out[label]["source"] = source
+    return out
+
+
+def eval_protocol(cfg: Config) -> dict[str, Any]:
+    """The arguments of :func:`~safediffusion.mini.evaluate.evaluate_mini` that ``cfg`` decides."""
+    return {"suites": list(cfg.eval.suites), "num_steps": cfg.eval.num_steps or 20,
+            "guidance_scale": cfg.sampling.guidance_scale, "seed": cfg.eval.seed, "max_prompts": cfg.eval.max_prompts,
+            "grid_columns": GRID_COLUMNS}
+
+
+def _evaluate(name: str, protocol: dict[str, Any], progress: bool) -> dict[str, Any]:
     from safediffusion.mini.clip import load_mini_clip
     from safediffusion.mini.evaluate import evaluate_mini
 
-    clip = load_mini_clip()
-    out = {}
-    for label, name in models.items():
-        bundle = load_bundle(name)
-        for m in (bundle.unet, bundle.text_encoder, bundle.vae):
-            if m is not None:
-                m.eval()
-        out[label] = evaluate_mini(bundle, suites=tuple(cfg.eval.suites), num_steps=cfg.eval.num_steps or 20,
-                                   guidance_scale=cfg.sampling.guidance_scale, seed=cfg.seed,
-                                   max_prompts=cfg.eval.max_prompts, progress=progress, clip=clip)
+    bundle = load_bundle(name)
+    for m in (bundle.unet, bundle.text_encoder, bundle.vae):
+        if m is not None:
+            m.eval()
+    return evaluate_mini(bundle, suites=tuple(protocol["suites"]), num_steps=protocol["num_steps"],
+                         guidance_scale=protocol["guidance_scale"], seed=protocol["seed"],
+                         max_prompts=protocol["max_prompts"], progress=progress, clip=load_mini_clip())
+
+
+def grid_only(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with each suite's ``images``/``prompts`` reduced to the report grid's columns."""
+    out = dict(result)
+    out["images"], out["prompts"] = {}, {}
+    for suite, prompts in result["prompts"].items():
+        idx = _grid_indices(prompts, GRID_COLUMNS)
+        out["images"][suite] = result["images"][suite][idx]
+        out["prompts"][suite] = [prompts[i] for i in idx]
     return out
 
 
 def summary(result: dict[str, Any]) -> dict[str, Any]:
     """The scalar metrics of one ``evaluate_mini`` result (images and prompt lists dropped)."""
-    return {k: v for k, v in result.items() if k not in ("images", "prompts")}
+    return {k: v for k, v in result.items() if k not in ("images", "prompts", "source")}
 
 
 def headline(base: dict[str, Any], trained: dict[str, Any]) -> dict[str, float]:
@@ -222,6 +256,8 @@ def render_report(results: dict[str, dict[str, Any]], out_dir: Path, metrics: li
         lines += [f"![{suite} grid](report/grid_{suite}.png)", ""]
     protocol = base.get("protocol", {})
     lines += ["## Protocol", "", ", ".join(f"{k}={v}" for k, v in protocol.items()),
+              *([f"Base model's numbers: {base['source']} (the evaluation is deterministic; "
+                 "`safediffusion.mini.eval_cache`)."] if base.get("source", "computed") != "computed" else []),
               "All images are judged by the world's exact detector (`safediffusion.mini.detector`).", ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines))

@@ -258,7 +258,9 @@ class GRPOTrainer:
             rollout = sample_rollout(bundle, cond, self.uncond_embeds, num_steps=sc.num_steps,
                                      guidance_scale=sc.guidance_scale, eta=sc.eta, initial_latents=latents,
                                      generator=step_gens, batch_size=tc.sample_batch_size,
-                                     progress=cfg.logging.progress and acc.is_local_main_process)
+                                     progress=cfg.logging.progress and acc.is_local_main_process,
+                                     stochastic_steps=self.num_window_timesteps if tc.deterministic_after_window
+                                     else None)
         with torch.no_grad():
             rewards = self.reward(rollout.images.to(acc.device), prompts).float().cpu()
         batch = {"prompts": prompts, "is_unsafe": is_unsafe, "rollout": rollout, "cond": cond, "rewards": rewards}
@@ -298,6 +300,16 @@ class GRPOTrainer:
             _, ref_mean, _ = self._transition(self.ref_unet, latents, next_latents, timesteps, cond)
         return ref_mean
 
+    def _sample_order(self, B: int, gen: torch.Generator) -> torch.Tensor:
+        """A permutation of the ``B`` samples for minibatching. When ``train_batch_size`` is a multiple of
+        ``group_size`` whole groups are shuffled, so every optimizer step sees complete groups, whose
+        advantages sum to zero (as the paper's code and Flow-GRPO batch them)."""
+        G, mb = self.cfg.train.group_size, self.cfg.train.train_batch_size
+        if mb % G or B % G:
+            return torch.randperm(B, generator=gen)
+        groups = torch.randperm(B // G, generator=gen)
+        return (groups[:, None] * G + torch.arange(G)).reshape(-1)
+
     def _update(self, epoch: int, batch: dict[str, Any], advantages: torch.Tensor) -> dict[str, float]:
         cfg, acc = self.cfg, self.accelerator
         tc = cfg.train
@@ -311,7 +323,7 @@ class GRPOTrainer:
         count = skipped = 0
         self.unet.train()
         for _inner in range(tc.inner_epochs):
-            order = torch.randperm(B, generator=gen)
+            order = self._sample_order(B, gen)
             steps = torch.stack([torch.randperm(W, generator=gen)[:K] for _ in range(B)])  # [B, K]
             minibatches = [order[i:i + tc.train_batch_size] for i in range(0, B, tc.train_batch_size)]
             micro = [(mb, j) for mb in minibatches for j in range(K)]

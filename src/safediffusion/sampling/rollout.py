@@ -169,6 +169,7 @@ def sample_rollout(
     generator: Generators = None,
     batch_size: int | None = None,
     progress: bool = False,
+    stochastic_steps: int | None = None,
 ) -> Rollout:
     """Sample ``B`` images with stochastic DDIM + CFG and record every transition and its log-probability.
 
@@ -196,6 +197,11 @@ def sample_rollout(
             one per sample, which makes sample ``i`` independent of batch composition and chunking.
         batch_size: process the ``B`` samples in chunks of at most this many (memory); ``None``: all at once.
         progress: show a tqdm bar over the denoising steps.
+        stochastic_steps: ``S``: only the first ``S`` steps are stochastic; steps ``k >= S`` are deterministic
+            DDIM (``eta = 0``, diffusers' ``DDIMScheduler.step``) and their ``log_probs`` are 0 (no density: they
+            must never be trained). Training only the first steps and running the rest as an ODE removes the
+            reward variance the untrained steps would add (MixGRPO, arXiv:2507.21802; Flow-GRPO-Fast).
+            ``None``: all ``T`` steps are stochastic.
 
     Returns:
         A :class:`Rollout` with tensors on the model's device (``timesteps`` on the CPU).
@@ -212,8 +218,12 @@ def sample_rollout(
 
     scheduler = make_sampling_scheduler(bundle.scheduler, num_steps)
     timesteps = scheduler.timesteps.cpu()
-    check_nonzero_noise(ddim_coefficients(scheduler, timesteps, eta).std, timesteps)
     steps = timesteps.tolist()
+    if stochastic_steps is not None and not 1 <= stochastic_steps <= num_steps:
+        raise UserError(f"stochastic_steps must be in [1, {num_steps}], got {stochastic_steps}",
+                        "pass None (all steps stochastic) or a count of leading stochastic steps")
+    n_stochastic = num_steps if stochastic_steps is None else stochastic_steps
+    check_nonzero_noise(ddim_coefficients(scheduler, timesteps[:n_stochastic], eta).std, timesteps[:n_stochastic])
 
     device, dtype = bundle.device, cond_embeds.dtype
     latents = initial_latents.to(device=device, dtype=dtype) * scheduler.init_noise_sigma
@@ -236,9 +246,13 @@ def sample_rollout(
                     uncond = uncond_embeds if uncond_embeds.shape[0] == 1 else uncond_embeds[sl]
                 gen = list(generator[sl]) if isinstance(generator, Sequence) else generator
                 chain, chunk_log_probs = [x], []
-                for t in steps:
+                for k, t in enumerate(steps):
                     noise_pred = guided_noise_pred(unet, x, t, cond, uncond, guidance_scale)
-                    x, log_prob = ddim_step_with_logprob(scheduler, noise_pred, t, x, eta, generator=gen)
+                    if k < n_stochastic:
+                        x, log_prob = ddim_step_with_logprob(scheduler, noise_pred, t, x, eta, generator=gen)
+                    else:
+                        x = scheduler.step(noise_pred, t, x, eta=0.0).prev_sample.to(x.dtype)
+                        log_prob = torch.zeros(x.shape[0], dtype=torch.float32, device=x.device)
                     chain.append(x)
                     chunk_log_probs.append(log_prob)
                     bar.update()
