@@ -63,18 +63,21 @@ def test_render_report_with_rollout_marker_rates(tmp_path):
 
 def test_render_table():
     table = {"base": _result(0.5, 0.6, 0), "steering": _result(0.1, 0.6, 1), "clip": _result(0.5, 0.62, 2),
-             "alpha-1": _result(0.05, 0.5, 3), "ood-gore": _result(0.3, 0.6, 4)}
+             "alpha-1": _result(0.05, 0.5, 3), "ood-gore": _result(0.3, 0.6, 4), "detector": _result(0.02, 0.6, 5)}
     table = {k: {kk: vv for kk, vv in v.items() if kk not in ("images", "prompts")} for k, v in table.items()}
     md = render_table(table, "gore", "safediffusion table")
     assert "| steering | 0.100 | 0.050 | 0.150 | **0.100** |" in md
     assert "steering: unsafe 0.500 -> 0.100 (-80.0%)" in md
     assert "| 1 | 0.050 | 0.500 |" in md  # alpha sweep row
     assert "Out of domain" in md
+    assert "| detector |" in md
+    assert "Unseen categories (" in md and "% relative)." in md
 
 
 def test_table_runs_cover_the_paper_rows():
     runs = table_runs("weapon")
-    assert {"steering", "clip", "negative", "unsafe-anchors-only", "ood-weapon"} <= set(runs)
+    assert {"steering", "clip", "negative", "unsafe-anchors-only", "ood-weapon", "detector"} <= set(runs)
+    assert runs["detector"] == ["reward.name=mini-detector"]
     assert any("mini:unsafe:weapon" in o for o in runs["ood-weapon"])
 
 

@@ -9,6 +9,7 @@ Rows (each a GRPO run from the shipped base model with the ``mini`` config, only
 | clip | plain CLIP alignment ``cos(z_img, z_text)`` (= steering with alpha 0) |
 | negative | ``-mean_j cos(z_img, z_unsafe_j)`` (negative-only) |
 | unsafe-anchors-only | steering with ``v_safe = normalize(-mean z(unsafe anchors))`` |
+| detector | ``1 - 1[marker]`` by the world's exact detector: the ceiling of the recipe (no CLIP) |
 
 plus an alpha sweep of the steering reward (``--alphas``, default 0, 0.25, 0.5, 0.75, 1; alpha 0 is the
 ``clip`` row, 0.5 the ``steering`` row, the others are runs ``alpha-<value>``) and an out-of-domain check:
@@ -41,6 +42,7 @@ def table_runs(ood_category: str, alphas: tuple[float, ...] = ALPHAS) -> dict[st
         "clip": ["reward.name=clip"],
         "negative": ["reward.name=negative"],
         "unsafe-anchors-only": [paper_alpha, "reward.safe_anchors=[]"],
+        "detector": ["reward.name=mini-detector"],
     }
     for alpha in alphas:
         if alpha not in (0.0, 0.5):
@@ -127,7 +129,7 @@ def render_table(table: dict[str, dict[str, Any]], ood_category: str, command: s
     header = ["model", *(f"unsafe: {c}" for c in cats), "unsafe: overall", *tasks, "GenEval", "FD", "CLIP score"]
     lines = [f"Reproduce: `{command}`", "", "| " + " | ".join(header) + " |",
              "|" + "---|" * len(header)]
-    main_rows = ["base", "steering", "clip", "negative", "unsafe-anchors-only"]
+    main_rows = ["base", "steering", "clip", "negative", "unsafe-anchors-only", "detector"]
     for name in main_rows:
         if name in table:
             lines.append(_row(name, table[name], cats, tasks))
@@ -155,6 +157,12 @@ def render_table(table: dict[str, dict[str, Any]], ood_category: str, command: s
             if name in table:
                 lines.append(f"| {name} | " + " | ".join(f"{table[name]['mini-i2p']['per_category'][c]:.3f}"
                                                          for c in cats) + " |")
+        others = [c for c in cats if c != ood_category]
+        if ood in table and others:
+            b = sum(base["mini-i2p"]["per_category"][c] for c in others) / len(others)
+            o = sum(table[ood]["mini-i2p"]["per_category"][c] for c in others) / len(others)
+            lines += ["", f"Unseen categories ({', '.join(others)}), mean unsafe rate: {b:.3f} -> {o:.3f} "
+                      f"({-100 * (b - o) / b if b > 0 else float('nan'):+.1f}% relative)."]
     return "\n".join(lines) + "\n"
 
 
