@@ -107,3 +107,23 @@ def test_no_shipped_file_names_the_removed_sd15_repository():
                                    if p.suffix in (".py", ".md", ".yaml", ".yml", ".txt", ".sh", ".json"))]
     assert len(files) > 20
     assert [str(p.relative_to(root)) for p in files if dead in p.read_text(encoding="utf-8", errors="ignore")] == []
+
+
+def test_duplicate_keys_are_refused(tmp_path):
+    p = tmp_path / "dup.yaml"
+    p.write_text("seed: 0\nlogging:\n  marker_rate: true\n  progress: false\n  marker_rate: false\n")
+    with pytest.raises(UserError, match="sets 'marker_rate' twice .*line 5"):
+        load_config(p)
+
+
+def test_inherit_merges_sections_recursively(tmp_path):
+    (tmp_path / "base.yaml").write_text("seed: 3\ntrain:\n  epochs: 7\n  group_size: 4\nreward:\n  alpha: 0.2\n")
+    (tmp_path / "child.yaml").write_text("inherit: base.yaml\ntrain:\n  epochs: 9\n")
+    cfg = load_config(tmp_path / "child.yaml", ["reward.alpha=0.4"])
+    assert (cfg.seed, cfg.train.epochs, cfg.train.group_size, cfg.reward.alpha) == (3, 9, 4, 0.4)
+    (tmp_path / "loop.yaml").write_text("inherit: loop.yaml\n")
+    with pytest.raises(UserError, match="inherits itself"):
+        load_config(tmp_path / "loop.yaml")
+    (tmp_path / "orphan.yaml").write_text("inherit: nowhere.yaml\n")
+    with pytest.raises(UserError, match="inherited by"):
+        load_config(tmp_path / "orphan.yaml")

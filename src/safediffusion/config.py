@@ -419,25 +419,72 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, line: int) -> None:
+        super().__init__(f"duplicate key '{key}' (line {line})")
+        self.key, self.line = key, line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping with the same key twice (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise _DuplicateKey(key, key_node.start_mark.line + 1)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_config_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The mapping in a YAML config file, with ``inherit: other.yaml`` (a path relative to the file) resolved:
+    the inherited file's mapping, recursively merged under this one's."""
+    p = Path(path)
+    if not p.is_file():
+        where = f" (inherited by '{_chain[-1]}')" if _chain else ""
+        raise UserError(f"config file '{path}'{where} does not exist", "pass an existing YAML file to --config")
+    if p.resolve() in _chain:
+        raise UserError(f"config file '{path}' inherits itself", "remove the cycle of 'inherit:' keys")
+    try:
+        loaded = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except _DuplicateKey as e:
+        raise UserError(f"config file '{path}' sets '{e.key}' twice (the second time on line {e.line})",
+                        "keep one of the two; YAML would silently use the last") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise UserError(f"config file '{path}' is not valid YAML ({first_line(e, 1000)})",
+                        "fix the file's syntax") from None
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise UserError(f"config file '{path}' must hold a mapping of sections", "see configs/tiny.yaml")
+    parent = loaded.pop("inherit", None)
+    if parent is None:
+        return loaded
+    if not isinstance(parent, str):
+        raise UserError(f"config file '{path}': 'inherit' must be a file name", "e.g. inherit: mini.yaml")
+    return _deep_merge(read_config_file(p.parent / parent, (*_chain, p.resolve())), loaded)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML config (or the defaults when ``path`` is None), apply overrides, validate."""
+    """Load a YAML config (or the defaults when ``path`` is None), apply overrides, validate.
+
+    A file may start from another with ``inherit: other.yaml`` (:func:`read_config_file`); a key given twice
+    in one mapping is an error.
+    """
     data: dict[str, Any] = {}
     base_dir = None
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise UserError(f"config file '{path}' does not exist", "pass an existing YAML file to --config")
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise UserError(f"config file '{path}' is not valid YAML ({first_line(e, 1000)})",
-                            "fix the file's syntax") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise UserError(f"config file '{path}' must hold a mapping of sections", "see configs/tiny.yaml")
-        data = loaded
-        base_dir = str(p.resolve().parent)
+        data = read_config_file(path)
+        base_dir = str(Path(path).resolve().parent)
     for text in overrides or []:
         key, value = parse_override(text)
         _set_dotted(data, key, value)
