@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from safediffusion.cli import resolve_config_path
+    from safediffusion.config import resolve_config_path
 
     overrides = ["logging.progress=false", "logging.tensorboard=false", "train.checkpoint_every=1000",
                  "train.prompts_per_epoch=2", "train.group_size=8", "train.sample_batch_size=16",

@@ -83,7 +83,7 @@ def test_parse_override_types():
 
 
 def test_shipped_configs_load():
-    from safediffusion.cli import CONFIG_DIR
+    from safediffusion.config import CONFIG_DIR
 
     names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
     assert {"tiny", "sd15-paper"} <= set(names)

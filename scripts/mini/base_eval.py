@@ -13,8 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from safediffusion.cli import resolve_config_path
-from safediffusion.config import load_config
+from safediffusion.config import load_config, resolve_config_path
 from safediffusion.mini import eval_cache
 from safediffusion.mini.report import _evaluate, eval_protocol, grid_only, summary
 

@@ -33,15 +33,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from safediffusion.cli import resolve_config_path  # noqa: E402
-from safediffusion.config import load_config  # noqa: E402
+from safediffusion.config import (
+    load_config,  # noqa: E402
+    resolve_config_path,  # noqa: E402
+)
 from safediffusion.mini.detector import detect  # noqa: E402
 from safediffusion.mini.diagnostics import group_stats  # noqa: E402
 from safediffusion.mini.suites import mini_prompts  # noqa: E402
 from safediffusion.mini.table import parse_alphas  # noqa: E402
 from safediffusion.models.bundle import load_bundle  # noqa: E402
 from safediffusion.rewards import build_reward  # noqa: E402
-from safediffusion.rewards.encoders import load_encoder  # noqa: E402
+from safediffusion.rewards.loading import load_encoder  # noqa: E402
 from safediffusion.sampling.rollout import make_initial_latents, sample_rollout  # noqa: E402
 
 FIXED_REWARDS = {

@@ -32,8 +32,7 @@ from safediffusion.mini.clip import load_mini_clip  # noqa: E402
 
 def rollout_rows(pipeline: Path, reward_clip: Path, prompts: int, group_size: int, seed: int) -> dict:
     """Rows 4 and 11: base rollouts of unsafe training prompts, scored by the reward CLIP."""
-    from safediffusion.cli import resolve_config_path
-    from safediffusion.config import load_config
+    from safediffusion.config import load_config, resolve_config_path
     from safediffusion.mini.detector import detect
     from safediffusion.mini.diagnostics import group_stats
     from safediffusion.mini.suites import mini_prompts

@@ -12,25 +12,12 @@ import argparse
 import os
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+from safediffusion.config import DEFAULT_CONFIG, resolve_config_path
 from safediffusion.errors import UserError
 from safediffusion.rl.preemption import Preempted
-
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-DEFAULT_CONFIG = "mini"
-
-
-def resolve_config_path(name: str) -> Path:
-    """A YAML path as given, or the name of a shipped config (``mini``, ``tiny``, ``sd15-paper``)."""
-    p = Path(name)
-    if p.suffix in (".yaml", ".yml") or p.exists():
-        return p
-    shipped = CONFIG_DIR / f"{name}.yaml"
-    if shipped.is_file():
-        return shipped
-    names = ", ".join(sorted(q.stem for q in CONFIG_DIR.glob("*.yaml")))
-    raise UserError(f"config '{name}' is neither a file nor a shipped config", f"shipped configs: {names}")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -60,11 +47,20 @@ def _run_train(args: argparse.Namespace) -> int:
     if trainer.accelerator.is_main_process:
         print(f"final model: {final}")
     if cfg.eval.enabled and trainer.accelerator.is_main_process:
-        from safediffusion.mini.report import write_training_report
-
-        report = write_training_report(cfg, output_dir, command=args.command_line)
+        report = training_report_writer(cfg.eval.suites)(cfg, output_dir, args.command_line)
         print(f"report: {report}")
     return 0
+
+
+def training_report_writer(suites: list[str]) -> Callable[..., Path]:
+    """The one writer registered (:data:`safediffusion.registry.TRAINING_REPORTS`) for all of ``suites``."""
+    from safediffusion.registry import TRAINING_REPORTS
+
+    writers = {TRAINING_REPORTS.get(name) for name in suites}
+    if len(writers) != 1:
+        raise UserError(f"eval.suites {suites} do not share one report", "list suites of one kind, e.g. "
+                        "[mini-i2p, mini-geneval], or run `safediffusion evaluate` for the others")
+    return writers.pop()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,14 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
             p = sub.add_parser(name, help=helptext)
             getattr(eval_commands, f"add_{name}_args")(p)
             p.set_defaults(func=getattr(eval_commands, f"run_{name}"))
-    try:
-        from safediffusion.mini import table as mini_table
-    except ImportError:
-        mini_table = None
-    if mini_table is not None:
-        p = sub.add_parser("table", help="the miniature paper table (several GRPO runs + evaluation)")
-        mini_table.add_table_args(p)
-        p.set_defaults(func=mini_table.run_table)
+    from safediffusion.registry import COMMANDS
+
+    for name, entry in COMMANDS.items():  # commands of plugins, e.g. the miniature world's `table`
+        p = sub.add_parser(name, help=entry.help)
+        entry.add_args(p)
+        p.set_defaults(func=entry.run)
     return parser
 
 

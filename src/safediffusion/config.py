@@ -19,6 +19,21 @@ import yaml
 
 from safediffusion.errors import UserError, first_line
 
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+DEFAULT_CONFIG = "mini"
+
+
+def resolve_config_path(name: str) -> Path:
+    """A YAML path as given, or the name of a shipped config (``mini``, ``tiny``, ``sd15-paper``, ...)."""
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        return p
+    shipped = CONFIG_DIR / f"{name}.yaml"
+    if shipped.is_file():
+        return shipped
+    names = ", ".join(sorted(q.stem for q in CONFIG_DIR.glob("*.yaml")))
+    raise UserError(f"config '{name}' is neither a file nor a shipped config", f"shipped configs: {names}")
+
 # The paper's "compact" anchor set (5 safe + 3 unsafe phrases).
 PAPER_SAFE_ANCHORS = [
     "a safe",
@@ -77,25 +92,22 @@ class SamplingConfig:
         _check(self.resolution is None or self.resolution >= 8, "sampling.resolution", "must be >= 8 or null")
 
 
-#: Rewards that ``reward.name`` names directly and ``reward.weights`` may combine.
-COMPONENT_REWARDS: tuple[str, ...] = ("steering", "clip", "negative", "mini-detector")
-
-
 @dataclass
 class RewardConfig:
     """The reward. ``name``: ``steering`` (SafeDiffusion-R1), ``clip`` (plain alignment, alpha 0),
-    ``negative`` (-cos to the unsafe anchors), ``mini-detector`` (the miniature world's oracle:
-    ``1 - 1[marker]`` by its exact detector; no CLIP), or ``weighted`` (a sum of the others, see ``weights``).
+    ``negative`` (-cos to the unsafe anchors), a reward a plugin registered (the miniature world's
+    ``mini-detector``: ``1 - 1[marker]`` by its exact detector, no CLIP), or ``weighted`` (a sum of the others,
+    see ``weights``); the names live in :data:`safediffusion.registry.REWARDS`.
 
-    ``encoder``: ``"mini-reward"`` (the miniature world's reward CLIP), ``"mini"`` (its generator's CLIP),
-    ``"tiny"`` (random tiny CLIP), ``"hpsv2.1"`` / ``"hpsv2"`` (open_clip ViT-H-14 with the HPS checkpoint,
+    ``encoder``: a name in :data:`safediffusion.registry.ENCODERS` (``"tiny"``: random tiny CLIP; the miniature
+    world's ``"mini-reward"``, its reward CLIP, and ``"mini"``, its generator's CLIP), ``"hpsv2.1"`` / ``"hpsv2"`` (open_clip ViT-H-14 with the HPS checkpoint,
     downloaded from the Hub at a pinned revision and hash-checked; ``open_clip_finetuned`` replaces the
     download with a local file), a local directory or a hub id of a transformers CLIPModel; with
     ``encoder_type: open_clip`` (and any other ``encoder``) an open_clip architecture ``open_clip_arch`` whose
     weights come from ``open_clip_pretrained`` (+ an optional fine-tuned state dict ``open_clip_finetuned``).
     """
 
-    name: Literal["steering", "clip", "negative", "mini-detector", "weighted"] = "steering"
+    name: str = "steering"
     encoder: str = "mini-reward"
     encoder_type: Literal["hf", "open_clip"] = "hf"
     open_clip_arch: str = "ViT-H-14"
@@ -110,18 +122,15 @@ class RewardConfig:
     weights: dict[str, float] = field(default_factory=dict)
 
     def validate(self) -> None:
+        """Checks values; the reward names are checked against the registry by ``build_reward``."""
         _check(self.alpha >= 0, "reward.alpha", "must be >= 0 (0 is plain CLIP alignment)")
-        if self.name == "weighted":
-            _check(bool(self.weights), "reward.weights", "must name at least one reward when name=weighted")
-            for key in self.weights:
-                _check(key in COMPONENT_REWARDS, "reward.weights",
-                       f"has unknown reward '{key}' (allowed: {', '.join(COMPONENT_REWARDS)})")
+        _check(self.name != "weighted" or bool(self.weights), "reward.weights",
+               "must name at least one reward when name=weighted")
 
     @property
-    def needs_encoder(self) -> bool:
-        """Whether any (component) reward scores with CLIP, i.e. all but ``mini-detector``."""
-        names = list(self.weights) if self.name == "weighted" else [self.name]
-        return any(name != "mini-detector" for name in names)
+    def component_names(self) -> list[str]:
+        """The rewards this config sums: ``weights``' keys for ``weighted``, else ``[name]``."""
+        return list(self.weights) if self.name == "weighted" else [self.name]
 
 
 @dataclass
@@ -189,8 +198,9 @@ class DataConfig:
     """Training prompts. Files: ``.txt`` (one per line), ``.csv`` (``*_column``), ``.jsonl`` (``*_column`` key).
 
     With both ``prompts`` (benign) and ``unsafe_prompts`` set, each epoch draws ``unsafe_ratio`` of its
-    prompts from the unsafe set. ``mini:benign`` / ``mini:unsafe`` / ``mini:unsafe:<category>`` name the
-    miniature world's prompt sets; ``coprov2`` the paper's training captions, downloaded and cached on first
+    prompts from the unsafe set. ``<source>:<name>`` names a registered prompt set
+    (:data:`safediffusion.registry.PROMPT_SOURCES`: ``tiny:benign``, ``tiny:unsafe``; the miniature world's
+    ``mini:benign`` / ``mini:unsafe`` / ``mini:unsafe:<category>``); ``coprov2`` the paper's training captions, downloaded and cached on first
     use (:mod:`safediffusion.data.corpora`).
     """
 
@@ -210,9 +220,10 @@ class DataConfig:
 
 @dataclass
 class LoggingConfig:
-    """Logs of a run. ``marker_rate``: also log which fraction of each epoch's rollouts carry an unsafe
-    marker (``marker_rate``, ``marker_rate/benign``, ``marker_rate/unsafe``), judged by the miniature world's
-    exact detector; meaningful for the miniature world's model only."""
+    """Logs of a run. ``rollout_metrics``: names in :data:`safediffusion.registry.ROLLOUT_METRICS`, each a
+    per-image flag whose rate over each epoch's rollouts is logged as ``<name>``, ``<name>/benign`` and
+    ``<name>/unsafe`` (the miniature world registers ``marker_rate``: rollouts with an unsafe marker, judged by its
+    exact detector; meaningful for its model only)."""
 
     tensorboard: bool = True
     wandb: bool = False
@@ -220,7 +231,7 @@ class LoggingConfig:
     image_grid_every: int = 10
     image_grid_size: int = 8
     progress: bool = True
-    marker_rate: bool = False
+    rollout_metrics: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         _check(self.image_grid_every >= 1, "logging.image_grid_every", "must be >= 1")
@@ -268,7 +279,7 @@ class Config:
 
     def resolve_path(self, path: str) -> str:
         """A path as given if it exists, else relative to the config file's folder (if that exists)."""
-        if path.startswith(("mini:", "tiny:")) or Path(path).is_absolute() or Path(path).exists():
+        if Path(path).is_absolute() or Path(path).exists():
             return path
         if self.base_dir is not None and (Path(self.base_dir) / path).exists():
             return str(Path(self.base_dir) / path)

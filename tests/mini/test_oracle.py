@@ -5,11 +5,12 @@ import pytest
 import torch
 
 from safediffusion.config import RewardConfig
+from safediffusion.errors import UserError
 from safediffusion.mini.oracle import DetectorReward, marker_flags
 from safediffusion.mini.render import realize, render_batch, to_tensor
 from safediffusion.mini.world import Composition, ObjectSpec
 from safediffusion.rewards import build as build_module
-from safediffusion.rewards.build import build_reward
+from safediffusion.rewards.build import build_reward, needs_encoder, reward_entries
 
 
 def _scenes(categories: list[tuple[str, ...]]) -> torch.Tensor:
@@ -45,7 +46,7 @@ def test_build_reward_loads_no_encoder_for_the_detector(monkeypatch):
 
 def test_weighted_sum_may_include_the_detector():
     cfg = RewardConfig(name="weighted", encoder="mini", weights={"steering": 1.0, "mini-detector": 0.5})
-    assert cfg.needs_encoder
+    assert needs_encoder(cfg)
     reward = build_reward(cfg)
     images = _scenes([(), ("skull",)])
     terms = reward.score_components(images, ["a photo of a circle"] * 2)
@@ -54,5 +55,5 @@ def test_weighted_sum_may_include_the_detector():
 
 
 def test_unknown_weighted_component_names_the_allowed_ones():
-    with pytest.raises(Exception, match="mini-detector"):
-        RewardConfig(name="weighted", weights={"aesthetic": 1.0}).validate()
+    with pytest.raises(UserError, match="unknown reward 'aesthetic'.*mini-detector"):
+        reward_entries(RewardConfig(name="weighted", weights={"aesthetic": 1.0}))

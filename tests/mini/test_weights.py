@@ -66,7 +66,7 @@ reward_clip_missing = not (WEIGHTS_DIR / "reward_clip" / "config.json").is_file(
 def test_shipped_reward_clip_loads_as_the_reward_encoder_and_differs_from_the_generator_clip():
     from safediffusion.config import RewardConfig
     from safediffusion.mini.criteria import CRITERIA
-    from safediffusion.rewards.encoders import load_encoder
+    from safediffusion.rewards.loading import load_encoder
 
     reward = load_encoder(RewardConfig(encoder="mini-reward"))
     generator = load_encoder(RewardConfig(encoder="mini"))

@@ -10,7 +10,8 @@ from transformers import CLIPModel
 from safediffusion.config import RewardConfig
 from safediffusion.errors import UserError
 from safediffusion.models.tiny import build_tiny_clip, save_tiny_clip
-from safediffusion.rewards.encoders import HFClipEncoder, load_encoder, projected_features
+from safediffusion.rewards.encoders import HFClipEncoder, projected_features
+from safediffusion.rewards.loading import load_encoder
 from safediffusion.rewards.preprocess import CLIP_MEAN, CLIP_STD
 
 

@@ -9,7 +9,8 @@ import torch
 
 from safediffusion.config import RewardConfig
 from safediffusion.errors import UserError
-from safediffusion.rewards.encoders import OpenClipEncoder, load_encoder
+from safediffusion.rewards.encoders import OpenClipEncoder
+from safediffusion.rewards.loading import load_encoder
 from safediffusion.rewards.named import HPS_V2_1_CHECKPOINT, HPS_V2_CHECKPOINT, HPSV2_REVISION, NAMED_ENCODERS
 
 

@@ -13,7 +13,8 @@ from safetensors.torch import save_file
 
 from safediffusion.config import RewardConfig
 from safediffusion.errors import UserError
-from safediffusion.rewards.encoders import OpenClipEncoder, load_encoder, load_state_dict_file
+from safediffusion.rewards.encoders import OpenClipEncoder, load_state_dict_file
+from safediffusion.rewards.loading import load_encoder
 from safediffusion.rewards.preprocess import CLIP_MEAN
 
 

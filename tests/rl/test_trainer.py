@@ -160,7 +160,7 @@ def test_bf16_gradient_checkpointing_and_accumulation(tmp_path):
 
 def test_detector_reward_and_marker_rate_logging(tmp_path):
     cfg = load_config("configs/tiny.yaml", ["train.epochs=1", "logging.tensorboard=false", "reward.name=mini-detector",
-                                            "logging.marker_rate=true"])
+                                            "logging.rollout_metrics=[marker_rate]"])
     GRPOTrainer(cfg, tmp_path / "r").train()
     record = json.loads((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()[0])
     assert 0.0 <= record["marker_rate"] <= 1.0

@@ -16,6 +16,7 @@ from safediffusion.config import DataConfig
 from safediffusion.data.corpora import NAMED_CORPORA, corpus_path
 from safediffusion.data.prompts import load_prompts
 from safediffusion.errors import UserError
+from safediffusion.registry import PROMPT_SOURCES
 
 
 @dataclass
@@ -44,20 +45,22 @@ class PromptMixer:
         return out
 
 
+def _tiny_prompts(spec: str) -> list[str]:
+    from safediffusion.data.builtin import TINY_BENIGN, TINY_UNSAFE
+
+    if spec not in ("tiny:benign", "tiny:unsafe"):
+        raise UserError(f"unknown tiny prompt set '{spec}'", "use tiny:benign or tiny:unsafe")
+    return list(TINY_UNSAFE if spec == "tiny:unsafe" else TINY_BENIGN)
+
+
+PROMPT_SOURCES.register("tiny", _tiny_prompts)
+
+
 def _load_source(spec: str, column: str, resolve: Callable[[str], str], max_prompts: int | None,
                  kind: str) -> list[str]:
-    if spec.startswith("mini:"):
-        from safediffusion.mini.suites import mini_prompts
-
-        _, name, *category = spec.split(":")
-        if name not in ("benign", "unsafe") or len(category) > 1 or (category and name != "unsafe"):
-            raise UserError(f"unknown miniature prompt set '{spec}'",
-                            "use mini:benign, mini:unsafe or mini:unsafe:<category>")
-        prompts = mini_prompts("train", name, category=category[0] if category else None)
-    elif spec.startswith("tiny:"):
-        from safediffusion.data.builtin import TINY_BENIGN, TINY_UNSAFE
-
-        prompts = list(TINY_UNSAFE if spec == "tiny:unsafe" else TINY_BENIGN)
+    prefix = spec.split(":", 1)[0] if ":" in spec else None
+    if prefix is not None and prefix in PROMPT_SOURCES:
+        prompts = PROMPT_SOURCES.get(prefix)(spec)
     elif spec in NAMED_CORPORA:
         prompts = load_prompts(corpus_path(spec), column=column, what=f"{kind} prompt corpus '{spec}'")
     else:

@@ -6,7 +6,7 @@ separate what GRPO can do from what a reward lets it see:
 * :class:`DetectorReward` (``reward.name: mini-detector``): ``r(x) = 1 - 1[the detector finds a marker in x]``.
   It ignores the prompt, so it rewards only marker removal, never alignment. An upper bound for the
   safety effect of any reward, not a method to ship.
-* :func:`marker_flags` (``logging.marker_rate: true``): which rollouts carry a marker, so the trainer can log
+* :func:`marker_flags` (``logging.rollout_metrics: [marker_rate]``): which rollouts carry a marker, so the trainer can log
   ``marker_rate``, ``marker_rate/benign`` and ``marker_rate/unsafe`` per epoch next to the reward.
 """
 

@@ -122,8 +122,9 @@ def _bar_plot(path: Path, title: str, labels: list[str], series: dict[str, list[
 
 
 def plot_reward_curve(metrics: list[dict[str, Any]], path: Path) -> None:
-    """Mean reward per epoch (all, benign and unsafe prompts) and, when logged (``logging.marker_rate``),
-    the detector's marker rate of the rollouts per epoch in a second panel."""
+    """Mean reward per epoch (all, benign and unsafe prompts) and, when logged
+    (``logging.rollout_metrics: [marker_rate]``), the detector's marker rate of the rollouts per epoch in a
+    second panel."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -26,8 +26,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from safediffusion.cli import resolve_config_path
-from safediffusion.config import Config, load_config
+from safediffusion.config import Config, load_config, resolve_config_path
 
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 

@@ -236,11 +236,11 @@ def load_tokenizer(directory: Path) -> CLIPTokenizer:
 
 
 def _resolve_alias(name: str) -> str:
-    """``"mini"`` -> the shipped miniature-world folder; any other name unchanged."""
-    if name == "mini":
-        from safediffusion.mini.assets import mini_model_dir
+    """A registered folder alias (the miniature world's ``"mini"``) -> its folder; any other name unchanged."""
+    from safediffusion.registry import MODELS
 
-        return str(mini_model_dir())
+    if name in MODELS and MODELS.get(name).folder is not None:
+        return str(MODELS.get(name).folder())
     return name
 
 
@@ -304,15 +304,16 @@ def _lora_base(name: str) -> str | None:
 
 
 def load_bundle(name: str, revision: str | None = None, tiny_seed: int = 0) -> ModelBundle:
-    """Load a bundle: ``"tiny"`` (random, in memory), ``"mini"`` (the miniature world), a dir or a hub id.
+    """Load a bundle: a registered name (:data:`safediffusion.registry.MODELS`: ``"tiny"``, random and in
+    memory, seeded by ``tiny_seed``; the miniature world's ``"mini"``), a folder or a hub id.
 
     A LoRA folder written by the trainer (``OUTPUT/final`` with ``model.use_lora``) loads as its base model
     with the adapter attached.
     """
-    if name == "tiny":
-        from safediffusion.models.tiny import build_tiny_bundle
+    from safediffusion.registry import MODELS
 
-        return build_tiny_bundle(seed=tiny_seed)
+    if name in MODELS and MODELS.get(name).build is not None:
+        return MODELS.get(name).build(tiny_seed)
     name = _resolve_alias(name)
     lora = _lora_base(name)
     if lora is not None:

@@ -12,7 +12,8 @@ from safediffusion.rewards.clip_rewards import (
     PromptTargetReward,
     SteeringReward,
 )
-from safediffusion.rewards.encoders import ClipEncoder, HFClipEncoder, OpenClipEncoder, load_encoder
+from safediffusion.rewards.encoders import ClipEncoder, HFClipEncoder, OpenClipEncoder
+from safediffusion.rewards.loading import load_encoder
 from safediffusion.rewards.preprocess import clip_preprocess
 from safediffusion.rewards.steering import (
     read_anchor_file,

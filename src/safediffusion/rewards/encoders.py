@@ -28,7 +28,6 @@ import torch
 import torch.nn.functional as F
 from transformers import CLIPModel, CLIPTokenizer
 
-from safediffusion.config import Config, RewardConfig
 from safediffusion.errors import LOAD_ERRORS, UserError, first_line
 from safediffusion.rewards.preprocess import CLIP_MEAN, CLIP_STD, clip_preprocess
 
@@ -347,48 +346,3 @@ class OpenClipEncoder(ClipEncoder):
 
 
 # ---------------------------------------------------------------------- config
-
-
-def load_encoder(cfg: RewardConfig, device: torch.device | str = "cpu",
-                 base_dir: str | None = None) -> ClipEncoder:
-    """The reward encoder named by ``cfg``.
-
-    - ``encoder: hpsv2.1`` / ``hpsv2`` (any ``encoder_type``): the named open_clip encoder, its checkpoint
-      downloaded from the Hub at a pinned revision and hash-checked, unless ``open_clip_finetuned`` gives a local
-      file (:func:`~safediffusion.rewards.named.load_named_encoder`);
-    - ``encoder_type: open_clip``: :meth:`OpenClipEncoder.from_pretrained` with ``open_clip_arch``,
-      ``open_clip_pretrained`` and ``open_clip_finetuned`` (``encoder`` is not used);
-    - ``encoder: tiny``: a random tiny CLIP (:func:`~safediffusion.models.tiny.build_tiny_clip`, seed 0);
-    - ``encoder: mini-reward``: the miniature world's reward CLIP (a separate model, as HPSv2 is in the
-      paper); ``encoder: mini``: the miniature world's generator CLIP (whose text tower conditions the UNet);
-    - otherwise a transformers CLIP folder or hub id.
-
-    Relative paths are resolved against ``base_dir`` (the config file's folder) by
-    :meth:`Config.resolve_path`'s rule.
-    """
-    def resolve(path: str) -> str:
-        return Config(base_dir=base_dir).resolve_path(path)
-
-    pretrained = cfg.open_clip_pretrained
-    if pretrained is not None and Path(resolve(pretrained)).exists():
-        pretrained = resolve(pretrained)
-    finetuned = resolve(cfg.open_clip_finetuned) if cfg.open_clip_finetuned else None
-    from safediffusion.rewards.named import NAMED_ENCODERS, load_named_encoder
-
-    if cfg.encoder in NAMED_ENCODERS:
-        return load_named_encoder(NAMED_ENCODERS[cfg.encoder], pretrained, finetuned, device=device)
-    if cfg.encoder_type == "open_clip":
-        return OpenClipEncoder.from_pretrained(cfg.open_clip_arch, pretrained, finetuned, device=device)
-    if cfg.encoder == "tiny":
-        from safediffusion.models.tiny import build_tiny_clip
-
-        model, tokenizer = build_tiny_clip(seed=0)
-        return HFClipEncoder.from_model(model, tokenizer, name="tiny").to(device)
-    if cfg.encoder in ("mini", "mini-reward"):
-        from safediffusion.mini.assets import mini_clip_dir, mini_reward_clip_dir
-
-        directory = mini_clip_dir() if cfg.encoder == "mini" else mini_reward_clip_dir()
-        encoder = HFClipEncoder.from_pretrained(str(directory), device=device)
-        encoder.name = cfg.encoder
-        return encoder
-    return HFClipEncoder.from_pretrained(resolve(cfg.encoder), device=device)

@@ -50,7 +50,9 @@ from safediffusion.config import Config, save_config
 from safediffusion.data.mixer import PromptMixer, build_prompt_mixer
 from safediffusion.errors import TrainingDiverged, UserError, first_line
 from safediffusion.models.bundle import ModelBundle, load_bundle, lora_metadata
+from safediffusion.registry import ROLLOUT_METRICS
 from safediffusion.rewards import build_reward
+from safediffusion.rewards.build import reward_entries
 from safediffusion.rl.advantages import PerPromptStatTracker, group_advantages
 from safediffusion.rl.checkpoint import (
     CHECKPOINT_LOAD_ERRORS,
@@ -94,6 +96,9 @@ class GRPOTrainer:
         check_unlocked(self.output_dir)  # fail fast; train() takes the lock
         tc = cfg.train
         self.prompts: PromptMixer = build_prompt_mixer(cfg.data, cfg.seed, cfg.resolve_path)
+        reward_entries(cfg.reward)  # unknown reward or metric names fail here, before any model is loaded
+        for name in cfg.logging.rollout_metrics:
+            ROLLOUT_METRICS.get(name)
         if self.output_dir.exists() and any(self.output_dir.iterdir()):
             check_resume_compatible(self.output_dir, cfg, _RESUME_IGNORED_KEYS)
 
@@ -264,10 +269,7 @@ class GRPOTrainer:
         with torch.no_grad():
             rewards = self.reward(rollout.images.to(acc.device), prompts).float().cpu()
         batch = {"prompts": prompts, "is_unsafe": is_unsafe, "rollout": rollout, "cond": cond, "rewards": rewards}
-        if cfg.logging.marker_rate:
-            from safediffusion.mini.oracle import marker_flags
-
-            batch["marker"] = marker_flags(rollout.images)
+        batch["flags"] = {name: ROLLOUT_METRICS.get(name)(rollout.images) for name in cfg.logging.rollout_metrics}
         return batch
 
     def _advantages(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -390,15 +392,15 @@ class GRPOTrainer:
             "nonfinite_rewards": int((~torch.isfinite(rewards)).sum()),
             "num_processes": acc.num_processes,
         }
-        marker = acc.gather(batch["marker"].to(acc.device).float()).cpu() if "marker" in batch else None
-        if marker is not None:
-            record["marker_rate"] = float(marker.mean())
+        flags = {metric: acc.gather(f.to(acc.device).float()).cpu() for metric, f in batch["flags"].items()}
+        for metric, f in flags.items():
+            record[metric] = float(f.mean())
         for name, mask in (("benign", ~unsafe), ("unsafe", unsafe)):
             if mask.any():
                 record[f"reward_mean/{name}"] = float(rewards[mask].mean())
                 record[f"reward_std/{name}"] = float(rewards[mask].std(unbiased=False))
-                if marker is not None:
-                    record[f"marker_rate/{name}"] = float(marker[mask].mean())
+                for metric, f in flags.items():
+                    record[f"{metric}/{name}"] = float(f[mask].mean())
         record.update(train_stats)
         for key in ("skipped_updates", "nonfinite_streak"):  # counts
             if key in record:
