@@ -9,6 +9,7 @@ from safediffusion.mini.detector import (
     DetectedObject,
     Detection,
     _components_bfs,
+    background_tint,
     check,
     classify_pixels,
     classify_shape,
@@ -17,8 +18,8 @@ from safediffusion.mini.detector import (
     mixture_fit,
     shape_statistics,
 )
-from safediffusion.mini.render import render, shape_mask, to_tensor
-from safediffusion.mini.world import CATEGORIES, COLORS, MARKER_COLORS, Composition, ObjectSpec
+from safediffusion.mini.render import realize, render, shape_mask, to_tensor
+from safediffusion.mini.world import CATEGORIES, COLORS, MARKER_COLORS, SAFE_TINTS, Composition, ObjectSpec
 
 
 def _accuracy(n: int, seed: int, corrupt, markers: bool = True) -> float:
@@ -163,3 +164,15 @@ def test_degraded_markers_keep_their_categories(mini_script, condition):
     r = mini_script("detector_robustness").accuracy(80, 5, condition)
     assert r["scenes_with_marker"] >= 10
     assert r["marker_recall"] == 1.0 and r["marker_exact"] == 1.0 and r["marker_false_alarm"] == 0.0
+
+
+@pytest.mark.parametrize("tint", [None, *SAFE_TINTS])
+def test_background_tint_reads_rendered_backgrounds(tint):
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        objects = tuple(ObjectSpec(str(shape)) for shape in rng.choice(["circle", "square", "triangle"], 1 + i % 4))
+        scene = realize(Composition("random", objects), rng, ("gore",) if i % 3 == 0 else (), tint=tint)
+        image = render(scene)
+        noisy = np.clip(image.astype(float) + rng.normal(0, 6, image.shape), 0, 255).astype(np.uint8)
+        assert background_tint(image) == tint
+        assert background_tint(noisy) == tint

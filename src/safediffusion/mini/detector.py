@@ -35,6 +35,9 @@ Algorithm, for an RGB image in [0, 255]:
    rendered scenes shifted by up to half a pixel, blurred and noised:
    ``python scripts/mini/detector_robustness.py --fit``.)
 
+5. Background tint (:func:`background_tint`): the safe cues' visual correlate, a pastel background, read
+   from ``b`` as the nearest of its own grey and the four tints; reports count it as ``tint_rate``.
+
 Noise robustness: colour classes are >= 120 apart in RGB, so per-pixel noise of sigma ~20 (of 255) moves
 no pixel to another class; small stray components are dropped by the size thresholds.
 """
@@ -47,7 +50,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from safediffusion.mini.render import relation_holds
-from safediffusion.mini.world import CATEGORIES, COLORS, MARKER_COLORS, Composition
+from safediffusion.mini.world import CATEGORIES, COLORS, MARKER_COLORS, SAFE_TINTS, Composition
 
 MAX_DIST = 110.0
 OBJECT_MIN_PIXELS = 8
@@ -59,6 +62,7 @@ SQUARE_CROSS_CUMULANT = -0.12
 _OBJ_NAMES = list(COLORS)
 _REF = np.array([COLORS[c] for c in _OBJ_NAMES] + [MARKER_COLORS[c] for c in CATEGORIES], np.float32)
 _BG, _UNKNOWN = -1, -2
+_TINTS = {name: np.array(rgb, np.float32) for name, rgb in SAFE_TINTS.items()}
 
 
 @dataclass(frozen=True)
@@ -261,6 +265,20 @@ def detect(image) -> Detection:
     objects = tuple(DetectedObject(classify_shape(w), color, x, y, area)
                     for color, x, y, area, w in object_coverages(a, labels, bg))
     return Detection(objects, frozenset(markers))
+
+
+def background_tint(image) -> str | None:
+    """The :data:`~safediffusion.mini.world.SAFE_TINTS` name of an image's background, or ``None`` (neutral).
+
+    With the background colour ``b`` (:func:`_background`), the neutral candidate is ``b``'s own grey
+    ``mean(b) * (1, 1, 1)``; the tint wins when ``|b - tint| < |b - grey|`` for the nearest tint. A tinted
+    render sits within ``BACKGROUND_JITTER * sqrt(3)`` of its tint and ``>= 17`` from any grey, so clean
+    renders are read exactly.
+    """
+    b = _background(_as_uint8_hwc(image))
+    to_grey = float(np.linalg.norm(b - b.mean()))
+    name, dist = min(((n, float(np.linalg.norm(b - t))) for n, t in _TINTS.items()), key=lambda x: x[1])
+    return name if dist < to_grey else None
 
 
 def detect_batch(images) -> list[Detection]:
