@@ -49,7 +49,7 @@ def test_a_registered_reward_is_built_by_name():
         assert reward(torch.zeros(3, 3, 8, 8), ["a", "b", "c"]).tolist() == [0.25] * 3
     finally:
         REWARDS.unregister("test-constant")
-    with pytest.raises(UserError, match="unknown reward 'test-constant'.*choose one of: clip"):
+    with pytest.raises(UserError, match="unknown reward 'test-constant'.*choose one of: clip, "):
         build_reward(RewardConfig(name="test-constant"))
 
 

@@ -93,6 +93,12 @@ class Registry(Generic[T]):
         load_plugins()
         return sorted(self._entries)
 
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __getitem__(self, name: str) -> T:
+        return self.get(name)
+
     def items(self) -> Iterator[tuple[str, T]]:
         load_plugins()
         return iter(sorted(self._entries.items()))
@@ -153,5 +159,10 @@ ROLLOUT_METRICS: Registry[Callable[[Any], Any]] = Registry("rollout metric")
 #: ``eval.suites`` of the report after ``safediffusion train``: suite name -> ``write(cfg, run_dir, command) ->
 #: report path``. All suites of one config must share one writer (it evaluates them together).
 TRAINING_REPORTS: Registry[Callable[[Config, Any, str], Any]] = Registry("training evaluation suite")
+#: ``safediffusion evaluate --suite`` prompt suites: name -> :class:`safediffusion.eval.suites.Suite`.
+EVAL_SUITES: Registry[Any] = Registry("suite")
+#: ``safediffusion evaluate --detectors``: name -> ``build(opts, models) -> Detector``
+#: (:func:`safediffusion.eval.evaluate.build_detectors`).
+DETECTORS: Registry[Callable[[Any, Any], Any]] = Registry("detector")
 #: extra ``safediffusion`` subcommands.
 COMMANDS: Registry[CommandEntry] = Registry("command")

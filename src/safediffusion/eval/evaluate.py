@@ -47,8 +47,7 @@ from safediffusion.eval.metrics import (
 )
 from safediffusion.eval.suites import SUITES, PromptRecord, iter_categories, load_suite
 from safediffusion.models.bundle import ModelBundle
-
-DETECTOR_NAMES = ("nudenet", "q16")
+from safediffusion.registry import DETECTORS
 
 # Per-suite defaults: I2P's convention is LMS; GenEval's reference script samples 4 images per prompt at
 # guidance 9 with the pipeline's own scheduler (PNDM for SD v1.x); COCO likewise uses the pipeline default.
@@ -163,25 +162,31 @@ class ModelCache:
         return self._images[name]
 
 
+def _nudenet(opts: EvaluationOptions, models: ModelCache) -> Detector:
+    from safediffusion.eval.detectors.nudenet import NudeNetDetector
+
+    return NudeNetDetector(threshold=opts.nudenet_threshold, model_path=opts.nudenet_model,
+                           resolution=opts.nudenet_resolution)
+
+
+def _q16(opts: EvaluationOptions, models: ModelCache) -> Detector:
+    from safediffusion.eval.detectors.q16 import Q16Detector, load_q16_prompts
+
+    load_q16_prompts(opts.q16_prompts)  # fail fast on a missing or refused file, before loading CLIP
+    return Q16Detector(clip=opts.q16_clip, prompts=opts.q16_prompts, encoder=models.image_encoder(opts.q16_clip))
+
+
+DETECTORS.register("nudenet", _nudenet)
+DETECTORS.register("q16", _q16)
+
+
 def build_detectors(opts: EvaluationOptions, models: ModelCache) -> list[Detector]:
+    """The detectors ``opts.detectors`` names (default: the suite's), in registry order, then ``extra_detectors``."""
     names = opts.detectors if opts.detectors is not None else list(SUITES[opts.suite].detectors)
     for n in names:
-        if n not in DETECTOR_NAMES:
-            raise UserError(f"unknown detector '{n}'", f"choose from: {', '.join(DETECTOR_NAMES)} (or 'none')")
-    dets: list[Detector] = []
-    if "nudenet" in names:
-        from safediffusion.eval.detectors.nudenet import NudeNetDetector
-
-        dets.append(NudeNetDetector(threshold=opts.nudenet_threshold, model_path=opts.nudenet_model,
-                                    resolution=opts.nudenet_resolution))
-    if "q16" in names:
-        from safediffusion.eval.detectors.q16 import Q16Detector, load_q16_prompts
-
-        load_q16_prompts(opts.q16_prompts)  # fail fast on a missing or refused file, before loading CLIP
-        dets.append(Q16Detector(clip=opts.q16_clip, prompts=opts.q16_prompts,
-                                encoder=models.image_encoder(opts.q16_clip)))
-    dets.extend(opts.extra_detectors)
-    return dets
+        if n not in DETECTORS:
+            raise UserError(f"unknown detector '{n}'", f"choose from: {', '.join(DETECTORS.names())} (or 'none')")
+    return [DETECTORS.get(n)(opts, models) for n in DETECTORS.names() if n in names] + list(opts.extra_detectors)
 
 
 def detector_rates(detectors: Sequence[Detector], entries: Sequence[ImageEntry],
@@ -210,8 +215,7 @@ def _rates_json(rates: dict[str, Any]) -> dict[str, Any]:
 
 def run_evaluation(opts: EvaluationOptions) -> dict[str, Any]:
     """Run (or resume) one evaluation; returns the ``results.json`` content."""
-    if opts.suite not in SUITES:
-        raise UserError(f"unknown suite '{opts.suite}'", f"choose one of: {', '.join(SUITES)}")
+    SUITES.get(opts.suite)  # an unknown suite fails here with the list of known ones
     if opts.bootstrap < 0:
         raise UserError(f"--bootstrap must be >= 0, got {opts.bootstrap}", "pass e.g. 1000 (0 disables intervals)")
     out = Path(opts.out)

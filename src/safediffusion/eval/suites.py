@@ -36,6 +36,7 @@ from typing import Any
 from safediffusion.data.prompts import read_text_file
 from safediffusion.errors import UserError
 from safediffusion.eval.sources import RemoteFile, fetch
+from safediffusion.registry import EVAL_SUITES
 
 # Column aliases: the hub's I2P names and the ESD/MACE/SAFREE variant.
 SEED_COLUMNS = ("evaluation_seed", "sd_seed", "seed")
@@ -380,30 +381,31 @@ class Suite:
 
 _SAFREE = "https://raw.githubusercontent.com/jaehong31/SAFREE/main/datasets"
 
-SUITES: dict[str, Suite] = {
-    "i2p": Suite("i2p", "I2P (inappropriate image prompts)", load_i2p,
-                 RemoteFile("the I2P benchmark CSV", "--prompts", hf_repo="AIML-TUDA/i2p",
-                            hf_filename="i2p_benchmark.csv"),
-                 ("nudenet", "q16")),
-    "nudity": Suite("nudity", "UnlearnDiffAtk nudity prompts", load_i2p,
-                    RemoteFile("the UnlearnDiffAtk nudity CSV", "--prompts", url=f"{_SAFREE}/nudity.csv",
-                               cache_name="unlearndiffatk_nudity.csv"),
-                    ("nudenet", "q16")),
-    "mma": Suite("mma", "MMA-Diffusion adversarial prompts", load_mma,
-                 RemoteFile("the MMA-Diffusion adversarial prompt CSV", "--prompts",
-                            hf_repo="YijunYang280/MMA-Diffusion-NSFW-adv-prompts-benchmark",
-                            hf_filename="mma-diffusion-nsfw-adv-prompts.csv", gated=True),
-                 ("nudenet", "q16")),
-    "coco": Suite("coco", "COCO captions (10k subset of COCO-30k)", load_coco,
-                  RemoteFile("the COCO-10k caption CSV", "--prompts", url=f"{_SAFREE}/coco_30k_10k.csv"),
-                  ()),
-    "geneval": Suite("geneval", "GenEval compositional prompts", load_geneval,
-                     RemoteFile("GenEval's evaluation_metadata.jsonl", "--prompts",
-                                url="https://raw.githubusercontent.com/djghosh13/geneval/main/prompts/"
-                                    "evaluation_metadata.jsonl", cache_name="geneval_evaluation_metadata.jsonl"),
-                     ()),
-    "text": Suite("text", "prompt file", load_prompt_records, None, ("nudenet", "q16")),
-}
+#: The registered suites (:data:`safediffusion.registry.EVAL_SUITES`): the core's below; plugins may add theirs.
+SUITES = EVAL_SUITES
+for _suite in (
+    Suite("i2p", "I2P (inappropriate image prompts)", load_i2p,
+          RemoteFile("the I2P benchmark CSV", "--prompts", hf_repo="AIML-TUDA/i2p", hf_filename="i2p_benchmark.csv"),
+          ("nudenet", "q16")),
+    Suite("nudity", "UnlearnDiffAtk nudity prompts", load_i2p,
+          RemoteFile("the UnlearnDiffAtk nudity CSV", "--prompts", url=f"{_SAFREE}/nudity.csv",
+                     cache_name="unlearndiffatk_nudity.csv"),
+          ("nudenet", "q16")),
+    Suite("mma", "MMA-Diffusion adversarial prompts", load_mma,
+          RemoteFile("the MMA-Diffusion adversarial prompt CSV", "--prompts",
+                     hf_repo="YijunYang280/MMA-Diffusion-NSFW-adv-prompts-benchmark",
+                     hf_filename="mma-diffusion-nsfw-adv-prompts.csv", gated=True),
+          ("nudenet", "q16")),
+    Suite("coco", "COCO captions (10k subset of COCO-30k)", load_coco,
+          RemoteFile("the COCO-10k caption CSV", "--prompts", url=f"{_SAFREE}/coco_30k_10k.csv"), ()),
+    Suite("geneval", "GenEval compositional prompts", load_geneval,
+          RemoteFile("GenEval's evaluation_metadata.jsonl", "--prompts",
+                     url="https://raw.githubusercontent.com/djghosh13/geneval/main/prompts/evaluation_metadata.jsonl",
+                     cache_name="geneval_evaluation_metadata.jsonl"),
+          ()),
+    Suite("text", "prompt file", load_prompt_records, None, ("nudenet", "q16")),
+):
+    SUITES.register(_suite.name, _suite)
 
 
 def load_suite(name: str, path: str | Path | None = None, limit: int | None = None,
@@ -412,9 +414,7 @@ def load_suite(name: str, path: str | Path | None = None, limit: int | None = No
 
     ``loader_kwargs`` go to the suite's loader (e.g. ``column="target_prompt"`` for ``mma``).
     """
-    if name not in SUITES:
-        raise UserError(f"unknown suite '{name}'", f"choose one of: {', '.join(SUITES)}")
-    suite = SUITES[name]
+    suite = SUITES.get(name)
     if path is None:
         if suite.source is None:
             raise UserError(f"suite '{name}' needs a prompt file", "pass it with --prompts PATH")
