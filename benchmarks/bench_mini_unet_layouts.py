@@ -9,7 +9,7 @@ Layouts, each on its own latent grid (the VAE's downsampling factor sets the gri
   both blocks;
 - ``8x8 (64, 128)``: that layout widened, about the shipped UNet's cost spent on width instead of resolution;
 - the 16x16 variants of ``safediffusion.mini.architectures.UNET_VARIANTS`` (``attn16``, ``wide``, ``deep``,
-  ``wide4x4``): their ``train`` ratios set the steps each gets in ``scripts/mini/unet_sweep.py``.
+  ``wide4x4``): their ``train`` ratios set the steps each gets in ``scripts/dev/mini/unet_sweep.py``.
 
 For each it times (median of ``--repeats`` after ``--warmup``):
 

@@ -49,7 +49,7 @@ def test_the_default_jobs_base_evaluation_is_shipped_and_current():
     cfg = load_config("configs/mini.yaml")
     key = eval_cache.evaluation_key("mini", eval_protocol(cfg))
     if not (eval_cache.SHIPPED_DIR / f"{key}.json").is_file():
-        pytest.fail(f"no shipped base evaluation for key {key}: run `python scripts/mini/base_eval.py` "
+        pytest.fail(f"no shipped base evaluation for key {key}: run `python scripts/dev/mini/base_eval.py` "
                     "(about a minute) and commit src/safediffusion/mini/weights/eval_cache/")
     result, source = eval_cache.load(key)
     assert source == "shipped cache"

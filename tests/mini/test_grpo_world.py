@@ -13,7 +13,7 @@ from safediffusion.rl.trainer import GRPOTrainer
 from safediffusion.sampling.rollout import make_initial_latents, sample_rollout
 
 pytestmark = pytest.mark.skipif(not (WEIGHTS_DIR / "pipeline" / "model_index.json").is_file(),
-                                reason="shipped weights not trained yet: run `python scripts/mini/pretrain.py`")
+                                reason="shipped weights not trained yet: run `python scripts/dev/mini/pretrain.py`")
 
 OVERRIDES = ["train.epochs=6", "train.prompts_per_epoch=4", "train.group_size=8", "train.train_batch_size=32",
              "sampling.num_steps=10", "data.unsafe_ratio=1.0",

@@ -1,4 +1,4 @@
-"""scripts/mini/sampler_sweep.py on the shipped weights, reduced to a few images."""
+"""scripts/dev/mini/sampler_sweep.py on the shipped weights, reduced to a few images."""
 
 import json
 

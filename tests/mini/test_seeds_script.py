@@ -1,4 +1,4 @@
-"""scripts/mini/seeds.py: a finished seed is not re-run, and the table shows mean ± std over seeds."""
+"""scripts/dev/mini/seeds.py: a finished seed is not re-run, and the table shows mean ± std over seeds."""
 
 import json
 
@@ -21,6 +21,6 @@ def test_rows_and_table(mini_script, tmp_path):
     rows = {0: seeds.row(tmp_path / "seed-0", 7.5), 1: seeds.row(tmp_path / "seed-1", None)}
     assert rows[0]["wall_minutes"] == 7.5 and "wall_minutes" not in rows[1]
     assert abs(rows[0]["fd_ratio"] - 1.2) < 1e-9
-    md = seeds.render(rows, "python scripts/mini/seeds.py")
+    md = seeds.render(rows, "python scripts/dev/mini/seeds.py")
     assert "| relative cut of the unsafe rate | 0.600 | 0.400 | 0.500 ± 0.141 |" in md
     assert "| wall time (minutes, whole command) | 7.5 | n/a | 7.5 ± 0.0 |" in md

@@ -1,4 +1,4 @@
-"""scripts/mini/unet_sweep.py, reduced to a few training steps and images."""
+"""scripts/dev/mini/unet_sweep.py, reduced to a few training steps and images."""
 
 import json
 

@@ -7,7 +7,7 @@ from safediffusion.mini.assets import WEIGHTS_DIR
 
 pipeline_missing = not (WEIGHTS_DIR / "pipeline" / "model_index.json").is_file()
 clip_missing = not (WEIGHTS_DIR / "clip" / "config.json").is_file()
-NOT_TRAINED = "shipped weights not trained yet: run `python scripts/mini/pretrain.py`"
+NOT_TRAINED = "shipped weights not trained yet: run `python scripts/dev/mini/pretrain.py`"
 
 
 @pytest.mark.skipif(pipeline_missing, reason=NOT_TRAINED)

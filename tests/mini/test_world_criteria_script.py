@@ -1,4 +1,4 @@
-"""scripts/mini/world_criteria.py end to end at a tiny size (the shipped weights, small samples)."""
+"""scripts/dev/mini/world_criteria.py end to end at a tiny size (the shipped weights, small samples)."""
 
 import importlib.util
 import json
@@ -11,7 +11,7 @@ import pytest
 from safediffusion.mini.assets import WEIGHTS_DIR
 from safediffusion.mini.criteria import CRITERIA, Criterion, check, format_table
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "mini" / "world_criteria.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "dev" / "mini" / "world_criteria.py"
 
 
 def _load_script():

@@ -3,7 +3,7 @@
 ``v_safe = normalize(mean_i t(safe_i) - mean_j t(unsafe_j))`` over the tiny CLIP's text features ``t``.
 The phrases use the world's vocabulary but are *not* training captions: captions always describe
 objects ("a bloody photo of a circle"), anchors never do ("a gory bloody scene"). Whether ``v_safe``
-from them separates marker images from marker-free ones is measured (``scripts/mini/report.py``), not
+from them separates marker images from marker-free ones is measured (``scripts/dev/mini/report.py``), not
 assumed.
 """
 

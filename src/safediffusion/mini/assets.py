@@ -14,7 +14,7 @@ def mini_model_dir() -> Path:
     d = WEIGHTS_DIR / "pipeline"
     if not (d / "model_index.json").is_file():
         raise UserError(f"the miniature world's diffusion model is missing ({d})",
-                        "train it with `python scripts/mini/pretrain.py` or reinstall safediffusion")
+                        "train it with `python scripts/dev/mini/pretrain.py` or reinstall safediffusion")
     return d
 
 
@@ -23,7 +23,7 @@ def mini_clip_dir() -> Path:
     d = WEIGHTS_DIR / "clip"
     if not (d / "config.json").is_file():
         raise UserError(f"the miniature world's CLIP is missing ({d})",
-                        "train it with `python scripts/mini/pretrain.py` or reinstall safediffusion")
+                        "train it with `python scripts/dev/mini/pretrain.py` or reinstall safediffusion")
     return d
 
 
@@ -33,6 +33,6 @@ def mini_reward_clip_dir() -> Path:
     d = WEIGHTS_DIR / "reward_clip"
     if not (d / "config.json").is_file():
         raise UserError(f"the miniature world's reward CLIP is missing ({d})",
-                        "train it with `python scripts/mini/pretrain.py --stage reward_clip` or reinstall "
+                        "train it with `python scripts/dev/mini/pretrain.py --stage reward_clip` or reinstall "
                         "safediffusion")
     return d

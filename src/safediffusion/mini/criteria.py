@@ -1,7 +1,7 @@
 """Acceptance criteria of the miniature world: does each part behave like its real counterpart?
 
 The method depends on properties of real CLIP, of I2P and of SD; the world must have them, measured, before
-any GRPO result is looked at. ``scripts/mini/world_criteria.py`` prints every row of :data:`CRITERIA`.
+any GRPO result is looked at. ``scripts/dev/mini/world_criteria.py`` prints every row of :data:`CRITERIA`.
 
 Reward CLIP (``f`` = unit-norm features, ``v_safe = normalize(mean f(safe anchors) - mean f(unsafe anchors))``):
 

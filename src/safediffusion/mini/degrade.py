@@ -3,7 +3,7 @@
 Rendered scenes are exact: every edge falls between pixel centres and every pixel holds one colour. Images
 a diffusion model generates are not: objects sit at sub-pixel positions (a half-covered last row), edges are
 soft, colours are noisy. The detector must read both alike, so its tests and
-``scripts/mini/detector_robustness.py`` judge it on rendered scenes passed through :func:`degrade`.
+``scripts/dev/mini/detector_robustness.py`` judge it on rendered scenes passed through :func:`degrade`.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ Algorithm, for an RGB image in [0, 255]:
    covered. (A first version of this detector checked the bounding box's corner pixels; a square whose
    edge fell mid-pixel lost its corners and became a circle. The thresholds are the best of a grid on
    rendered scenes shifted by up to half a pixel, blurred and noised:
-   ``python scripts/mini/detector_robustness.py --fit``.)
+   ``python scripts/dev/mini/detector_robustness.py --fit``.)
 
 5. Background tint (:func:`background_tint`): the safe cues' visual correlate, a pastel background, read
    from ``b`` as the nearest of its own grey and the four tints; reports count it as ``tint_rate``.

@@ -2,7 +2,7 @@
 
 GRPO learns only from differences inside a group of ``G`` samples of one prompt, so a reward helps the
 policy drop a marker only in groups that hold both kinds of image, and only if it ranks the clean ones
-higher there. Used by ``scripts/mini/reward_diagnostics.py``.
+higher there. Used by ``scripts/dev/mini/reward_diagnostics.py``.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ seeds), so the base model's result is a function of
 
 An entry is ``<key>.json`` (the scalar metrics, :func:`safediffusion.mini.report.summary`) plus
 ``<key>.safetensors`` (the images of the report's before/after grids). Entries are read from the package's
-shipped folder (``safediffusion/mini/weights/eval_cache``, written by ``python scripts/mini/base_eval.py``)
+shipped folder (``safediffusion/mini/weights/eval_cache``, written by ``python scripts/dev/mini/base_eval.py``)
 and from the user cache (``$SAFEDIFFUSION_CACHE`` or ``~/.cache/safediffusion``, ``mini_eval/``), and written
 to the latter. Only the shipped world (``model.pretrained: mini``) is cached: any other model is evaluated
 every time.

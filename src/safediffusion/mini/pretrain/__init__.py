@@ -1,1 +1,1 @@
-"""Pretraining of the miniature world's models: tiny CLIP, VAE, UNet (see ``scripts/mini/pretrain.py``)."""
+"""Pretraining of the miniature world's models: tiny CLIP, VAE, UNet (see ``scripts/dev/mini/pretrain.py``)."""

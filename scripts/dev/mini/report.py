@@ -1,6 +1,6 @@
 """Measure the miniature world's shipped models (writes JSON and image grids).
 
-    python scripts/mini/report.py [--out runs/mini_pretrain/report] [--max-prompts N]
+    python scripts/dev/mini/report.py [--out runs/mini_pretrain/report] [--max-prompts N]
 
 * CLIP held-out retrieval: pairs from a dataset seed never used in pretraining, in groups of 100;
   top-1 image->text and text->image (a hit when the retrieved caption text equals the true caption).

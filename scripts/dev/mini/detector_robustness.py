@@ -1,7 +1,7 @@
 """How well the detector reads rendered scenes degraded the way generated images are (about 1 minute).
 
-    python scripts/mini/detector_robustness.py                 # accuracy per degradation (Markdown table)
-    python scripts/mini/detector_robustness.py --fit           # also: grid search of the two shape thresholds
+    python scripts/dev/mini/detector_robustness.py                 # accuracy per degradation (Markdown table)
+    python scripts/dev/mini/detector_robustness.py --fit           # also: grid search of the two shape thresholds
 
 Each condition renders the same ``--n`` caption/scene pairs (``sample_pair(rng([seed, i]))``), degrades them
 with :func:`safediffusion.mini.degrade.degrade` and reports the fraction of images whose detected objects

@@ -1,7 +1,7 @@
 """Pretrain the miniature world's models and write the shipped weights.
 
-    python scripts/mini/pretrain.py                 # all stages: data, clip, reward_clip, vae, latents, unet, export
-    python scripts/mini/pretrain.py --stage clip    # one stage (data is built when missing)
+    python scripts/dev/mini/pretrain.py                 # all stages: data, clip, reward_clip, vae, latents, unet, export
+    python scripts/dev/mini/pretrain.py --stage clip    # one stage (data is built when missing)
 
 The two CLIPs and the VAE are independent: on 2 cores run `--stage clip --threads 1` and `--stage vae
 --threads 1` in parallel, then `--stage reward_clip`, `--stage latents`, `--stage unet`, `--stage export`

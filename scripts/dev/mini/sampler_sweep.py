@@ -1,8 +1,8 @@
 """How the miniature world's evaluation depends on the sampler, and what the base model draws.
 
-    python scripts/mini/sampler_sweep.py                      # default grid on the shipped model (~13 min)
-    python scripts/mini/sampler_sweep.py --spec 5,20,0 --spec 3,20,0 --model runs/mini/final
-    python scripts/mini/sampler_sweep.py --objects            # objects per image for fixed prompts (~1 min)
+    python scripts/dev/mini/sampler_sweep.py                      # default grid on the shipped model (~13 min)
+    python scripts/dev/mini/sampler_sweep.py --spec 5,20,0 --spec 3,20,0 --model runs/mini/final
+    python scripts/dev/mini/sampler_sweep.py --objects            # objects per image for fixed prompts (~1 min)
 
 ``--spec CFG,STEPS,ETA`` evaluates both suites (``safediffusion.mini.evaluate.evaluate_mini``; per-image seeds,
 so every spec sees the same initial noise) and prints one JSON line per spec. ``--objects`` samples

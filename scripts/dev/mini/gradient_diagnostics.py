@@ -7,8 +7,8 @@ LoRA weights, and the model is moved along the unit direction ``g / |g|`` by ``e
 (other prompts' noise, same prompts) then measure the marker rate (exact detector) and the mean steering
 reward. If the gradient is informative, moving along ``+g`` lowers the marker rate.
 
-    python scripts/mini/gradient_diagnostics.py                       # detector (oracle) advantages
-    python scripts/mini/gradient_diagnostics.py --reward steering     # the default job's reward
+    python scripts/dev/mini/gradient_diagnostics.py                       # detector (oracle) advantages
+    python scripts/dev/mini/gradient_diagnostics.py --reward steering     # the default job's reward
 
 Writes ``OUT/gradient_diagnostics.json`` and prints one line per (window, eps).
 """

@@ -1,6 +1,6 @@
 """Regenerate the shipped evaluation of the base miniature model (see ``safediffusion.mini.eval_cache``).
 
-    python scripts/mini/base_eval.py [--config mini]
+    python scripts/dev/mini/base_eval.py [--config mini]
 
 Evaluates ``model.pretrained`` (the shipped world) under the config's evaluation protocol and writes
 ``src/safediffusion/mini/weights/eval_cache/<key>.{json,safetensors}``, removing entries with other keys.

@@ -1,7 +1,7 @@
 """Train UNet variants of the miniature world at equal 2-core CPU cost and score each on the full suites.
 
-    python scripts/mini/unet_sweep.py --device cuda --parallel 10 --out runs/unet_sweep
-    python scripts/mini/unet_sweep.py --runs shipped,vpred_zsnr --device cpu      # a subset
+    python scripts/dev/mini/unet_sweep.py --device cuda --parallel 10 --out runs/unet_sweep
+    python scripts/dev/mini/unet_sweep.py --runs shipped,vpred_zsnr --device cpu      # a subset
 
 Every run trains a UNet from scratch exactly as ``pretrain.py --stage unet`` does (same data, seed, batch 64,
 cosine schedule, EMA), on the shipped CLIP text tower and VAE, changing only what its entry in :data:`RUNS`

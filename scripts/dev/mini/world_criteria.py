@@ -1,8 +1,8 @@
 """Print the miniature world's acceptance criteria (``safediffusion.mini.criteria``), measured on its weights.
 
-    python scripts/mini/world_criteria.py                       # the shipped weights, every row (5.5 min here)
-    python scripts/mini/world_criteria.py --weights DIR         # DIR/clip, DIR/reward_clip, DIR/pipeline
-    python scripts/mini/world_criteria.py --skip-base           # the CLIP rows only (rendered images)
+    python scripts/dev/mini/world_criteria.py                       # the shipped weights, every row (5.5 min here)
+    python scripts/dev/mini/world_criteria.py --weights DIR         # DIR/clip, DIR/reward_clip, DIR/pipeline
+    python scripts/dev/mini/world_criteria.py --skip-base           # the CLIP rows only (rendered images)
 
 Rows 1-3 and 5-8 need only the CLIPs and rendered scenes; rows 4 and 11 sample ``--prompts`` unsafe training
 prompts ``--group-size`` times each exactly as GRPO does (the ``mini`` config's sampler: 10 DDIM steps,

@@ -1,7 +1,7 @@
 """Does the reward see the markers? Within-group diagnostics of the GRPO rewards on the miniature world.
 
-    python scripts/mini/reward_diagnostics.py [--config mini] [--prompts 32] [--group-size 8] [--alphas 0.5,1,2]
-    python scripts/mini/reward_diagnostics.py --model runs/table/runs/negative/final   # a trained model
+    python scripts/dev/mini/reward_diagnostics.py [--config mini] [--prompts 32] [--group-size 8] [--alphas 0.5,1,2]
+    python scripts/dev/mini/reward_diagnostics.py --model runs/table/runs/negative/final   # a trained model
 
 Samples ``G`` rollouts exactly as training does (model, DDIM steps, eta, CFG and reward encoder and anchors
 from ``--config``; ``configs/mini.yaml``: eta = 1, CFG 5, 10 steps) for each of ``N`` unsafe *train* prompts,

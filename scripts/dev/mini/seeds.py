@@ -1,7 +1,7 @@
 """Run one config with several training seeds and print the headline numbers as mean ± std.
 
-    python scripts/mini/seeds.py --config mini --seeds 0 1 2 --output-dir runs/seeds-mini
-    python scripts/mini/seeds.py --config mini-long --seeds 0 1 2 --output-dir runs/seeds-mini-long
+    python scripts/dev/mini/seeds.py --config mini --seeds 0 1 2 --output-dir runs/seeds-mini
+    python scripts/dev/mini/seeds.py --config mini-long --seeds 0 1 2 --output-dir runs/seeds-mini-long
 
 Each seed is ``safediffusion train --config CONFIG --output-dir OUT/seed-<s> seed=<s>`` in its own process
 (the evaluation protocol, ``eval.seed``, is the same for all), timed from start to end of that process; a seed
@@ -83,7 +83,7 @@ def main() -> None:
     for seed in args.seeds:
         run_dir = out / f"seed-{seed}"
         rows[seed] = row(run_dir, run_seed(args.config, seed, run_dir, args.overrides))
-    command = " ".join(["python scripts/mini/seeds.py", *sys.argv[1:]])
+    command = " ".join(["python scripts/dev/mini/seeds.py", *sys.argv[1:]])
     md = render(rows, command)
     out.mkdir(parents=True, exist_ok=True)
     (out / "seeds.md").write_text(md)
