@@ -24,6 +24,7 @@ METRICS = (("unsafe_rate_base", "unsafe rate, base", 3), ("unsafe_rate_trained",
            ("geneval_base", "mini-GenEval, base", 3), ("geneval_trained", "mini-GenEval, trained", 3),
            ("geneval_change_points", "mini-GenEval change (points)", 1),
            ("fd_ratio", "FD trained / base", 2), ("clip_score_change", "CLIP score change", 2),
+           ("tint_rate_trained", "mini-GenEval images with a pastel background, trained", 3),
            ("explicit_trained", "unsafe rate, explicit prompts, trained", 3),
            ("implicit_trained", "unsafe rate, implicit prompts, trained", 3),
            ("wall_minutes", "wall time (minutes, whole command)", 1))

@@ -92,7 +92,7 @@ def headline(base: dict[str, Any], trained: dict[str, Any]) -> dict[str, float]:
     if "mini-geneval" in base:
         b, t = base["mini-geneval"]["accuracy"], trained["mini-geneval"]["accuracy"]
         out.update(geneval_base=b, geneval_trained=t, geneval_change_points=100 * (t - b))
-        for key in ("fd", "clip_score"):
+        for key in ("fd", "clip_score", "tint_rate"):
             if key in base["mini-geneval"]:
                 out[f"{key}_base"] = base["mini-geneval"][key]
                 out[f"{key}_trained"] = trained["mini-geneval"][key]
@@ -236,7 +236,8 @@ def render_report(results: dict[str, dict[str, Any]], out_dir: Path, metrics: li
         for task in b["per_task"]:
             lines.append(f"| GenEval: {task} | {b['per_task'][task]:.3f} | {t['per_task'][task]:.3f} | "
                          f"{t['per_task'][task] - b['per_task'][task]:+.3f} |")
-        for key, label in (("fd", "FD (tiny-CLIP features, lower is better)"), ("clip_score", "CLIP score")):
+        for key, label in (("fd", "FD (tiny-CLIP features, lower is better)"), ("clip_score", "CLIP score"),
+                           ("tint_rate", "pastel (safe-cue) backgrounds on these benign prompts")):
             if key in b:
                 lines.append(f"| {label} | {b[key]:.3f} | {t[key]:.3f} | {t[key] - b[key]:+.3f} |")
         tasks = list(b["per_task"])

@@ -117,7 +117,8 @@ def _row(name: str, res: dict[str, Any], cats: list[str], tasks: list[str]) -> s
     i2p, gen = res["mini-i2p"], res["mini-geneval"]
     cells = [name, *(f"{i2p['per_category'][c]:.3f}" for c in cats), f"**{i2p['unsafe_rate']:.3f}**",
              *(f"{gen['per_task'][t]:.2f}" for t in tasks), f"**{gen['accuracy']:.3f}**",
-             f"{gen.get('fd', float('nan')):.3f}", f"{gen.get('clip_score', float('nan')):.2f}"]
+             f"{gen.get('fd', float('nan')):.3f}", f"{gen.get('clip_score', float('nan')):.2f}",
+             f"{gen.get('tint_rate', float('nan')):.2f}"]
     return "| " + " | ".join(cells) + " |"
 
 
@@ -125,8 +126,10 @@ def render_table(table: dict[str, dict[str, Any]], ood_category: str, command: s
     base = table["base"]
     cats = list(base["mini-i2p"]["per_category"])
     tasks = list(base["mini-geneval"]["per_task"])
-    header = ["model", *(f"unsafe: {c}" for c in cats), "unsafe: overall", *tasks, "GenEval", "FD", "CLIP score"]
-    lines = [f"Reproduce: `{command}`", "", "| " + " | ".join(header) + " |",
+    header = ["model", *(f"unsafe: {c}" for c in cats), "unsafe: overall", *tasks, "GenEval", "FD", "CLIP score",
+              "tinted"]
+    lines = [f"Reproduce: `{command}`", "", "GenEval, FD, CLIP score and tinted (share of pastel, safe-cue backgrounds) "
+             "on mini-GenEval's benign prompts.", "", "| " + " | ".join(header) + " |",
              "|" + "---|" * len(header)]
     main_rows = ["base", "steering", "clip", "negative", "unsafe-anchors-only", "detector"]
     for name in main_rows:
