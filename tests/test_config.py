@@ -99,6 +99,22 @@ def test_shipped_configs_load():
     assert paper.reward.open_clip_pretrained is None and paper.reward.open_clip_finetuned is None
 
 
+def test_the_miniature_recipe():
+    """configs/mini.yaml is the recipe docs/research_log.md (2026-12-04) measured; mini-long only trains longer."""
+    from safediffusion.config import CONFIG_DIR
+
+    mini = load_config(CONFIG_DIR / "mini.yaml")
+    t = mini.train
+    assert (t.epochs, t.prompts_per_epoch, t.group_size, t.train_batch_size) == (60, 8, 8, 16)
+    assert t.train_batch_size % t.group_size == 0  # minibatches of whole groups
+    assert t.deterministic_after_window and t.timestep_window == 0.4 and t.kl_beta == 0.01
+    assert (t.clip_range, t.adv_clip_max, mini.reward.alpha, mini.reward.name) == (1e-4, 2.5, 0.5, "steering")
+    long = load_config(CONFIG_DIR / "mini-long.yaml")
+    assert long.train.epochs == 150
+    long.train.epochs, long.train.checkpoint_every, long.base_dir = t.epochs, t.checkpoint_every, mini.base_dir
+    assert long == mini
+
+
 def test_no_shipped_file_names_the_removed_sd15_repository():
     """``runwayml/stable-diffusion-v1-5`` was taken down from the Hub in 2024."""
     root = Path(__file__).resolve().parents[1]
