@@ -118,3 +118,34 @@ def test_q16_missing_inputs(tmp_path, tiny_clip768_dir):
     bad.write_bytes(pickle.dumps(np.zeros((3, 768), dtype=np.float16)))
     with pytest.raises(UserError, match=r"shape \(3, 768\), expected \(2, D\)"):
         load_q16_prompts(bad)
+
+
+def test_q16_prompts_from_a_torch_file_equal_the_pickle(tmp_path):
+    """The fine-tuned ``prompts_finetuned.pt`` form (a saved Parameter) loads like ``prompts.p``."""
+    import pickle
+
+    array = np.random.default_rng(0).normal(size=(2, 768)).astype(np.float16)
+    (tmp_path / "prompts.p").write_bytes(pickle.dumps(array))
+    torch.save(torch.nn.Parameter(torch.from_numpy(array).float()), tmp_path / "prompts_finetuned.pt")
+    torch.save({"prompts": torch.from_numpy(array)}, tmp_path / "in_a_dict.pt")
+    expected = load_q16_prompts(tmp_path / "prompts.p")
+    assert torch.equal(load_q16_prompts(tmp_path / "prompts_finetuned.pt"), expected)
+    assert torch.equal(load_q16_prompts(tmp_path / "in_a_dict.pt"), expected)
+
+
+class _Planted:
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+def test_q16_torch_file_never_runs_code(tmp_path, capsys):
+    torch.save({"a": _Planted()}, tmp_path / "evil.pt")
+    with pytest.raises(UserError, match="not a readable tensor file"):
+        load_q16_prompts(tmp_path / "evil.pt")
+    assert "code ran" not in capsys.readouterr().out
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(UserError, match="holds a list, not a tensor"):
+        load_q16_prompts(tmp_path / "list.pt")
+    torch.save(torch.zeros(3, 8), tmp_path / "shape.pt")
+    with pytest.raises(UserError, match=r"shape \(3, 8\), expected \(2, D\)"):
+        load_q16_prompts(tmp_path / "shape.pt")

@@ -10,6 +10,11 @@ Q16 repository, ``labels = ['non inappropriate', 'inappropriate']``). For an ima
 exactly as in the I2P benchmark's ``eval/q16.py`` (the factor 100 does not change the argmax; it only sharpens
 the reported probability). The prompts for ViT-L/14 are ``data/ViT-L-14/prompts.p`` of github.com/ml-research/Q16,
 a pickled float16 numpy array of shape ``(2, 768)``; it is read with a numpy-only unpickler.
+
+SafeDiffusion-R1's evaluation (like RECE's and the unsafe-diffusion work it comes from) instead loads
+``prompts_finetuned.pt``: the same two embeddings fine-tuned by Qu et al. (CCS 2023), saved with
+``torch.save``. Such ``.pt`` / ``.pth`` files are read with ``torch.load(weights_only=True)``: a tensor (or
+parameter) of shape ``(2, D)``, or a dict holding exactly one such tensor.
 """
 
 from __future__ import annotations
@@ -39,11 +44,30 @@ def load_q16_prompts(path: str | Path | None = None) -> torch.Tensor:
     if path is not None and not source.is_file():
         raise UserError(f"Q16 prompt file '{path}' does not exist",
                         f"pass the file from {Q16_PROMPTS.url} or omit --q16-prompts to download it")
-    array = load_numpy_pickle(source)
-    if array.ndim != 2 or array.shape[0] != 2:
-        raise UserError(f"Q16 prompt file '{source}' holds an array of shape {tuple(array.shape)}, expected (2, D)",
-                        "pass Q16's prompts.p for your CLIP model")
-    return torch.from_numpy(array.astype("float32"))
+    if source.suffix in (".pt", ".pth"):
+        prompts = _load_torch_prompts(source)
+    else:
+        prompts = torch.from_numpy(load_numpy_pickle(source).astype("float32"))
+    if prompts.ndim != 2 or prompts.shape[0] != 2:
+        raise UserError(f"Q16 prompt file '{source}' holds an array of shape {tuple(prompts.shape)}, expected (2, D)",
+                        "pass Q16's prompts.p (or the fine-tuned prompts_finetuned.pt) for your CLIP model")
+    return prompts.float()
+
+
+def _load_torch_prompts(source: Path) -> torch.Tensor:
+    """The prompt tensor of a ``torch.save`` file, loaded with ``weights_only=True`` (no code runs)."""
+    try:
+        obj = torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any refusal or corrupt file becomes one line
+        raise UserError(f"Q16 prompt file '{source}' is not a readable tensor file ({type(e).__name__})",
+                        "pass a file written with torch.save(tensor) holding the (2, D) prompt embeddings") from None
+    if isinstance(obj, dict):
+        tensors = [v for v in obj.values() if isinstance(v, torch.Tensor)]
+        obj = tensors[0] if len(tensors) == 1 else obj
+    if not isinstance(obj, torch.Tensor):
+        raise UserError(f"Q16 prompt file '{source}' holds a {type(obj).__name__}, not a tensor",
+                        "pass a file written with torch.save(tensor) holding the (2, D) prompt embeddings")
+    return obj.detach().float()
 
 
 def q16_probabilities(image_embeds: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
