@@ -1,4 +1,4 @@
-"""Runs and failures (README): non-finite values, the run lock, broken checkpoints, preemption, kills.
+"""Runs and failures (docs/training.md): non-finite values, the run lock, broken checkpoints, preemption, kills.
 
 Interrupted and damaged runs are compared with ``tiny_run`` (tests/rl/conftest.py), the uninterrupted
 3-epoch tiny run: every one of them must end with bit-identical weights.

@@ -20,7 +20,7 @@ K = ``int(W * train.timestep_fraction)``):
 Every random draw (prompts, initial noise, per-step noise, timestep order) is seeded by
 ``(seed, epoch, rank)``, so a run resumed from a checkpoint ends with the same weights as an uninterrupted one.
 
-Failures (README, "Runs and failures"): the output folder is locked while the run lives
+Failures (docs/training.md, "Runs and failures"): the output folder is locked while the run lives
 (:mod:`~safediffusion.rl.run_lock`); an update with a non-finite reward, advantage, loss or gradient is skipped,
 and ``train.max_nonfinite_epochs`` such epochs in a row stop the run (exit 3) with no checkpoint or ``final/``
 from those epochs; resuming falls back past checkpoints that do not load; SIGTERM / SIGUSR1 finish the epoch,
