@@ -197,3 +197,19 @@ def test_bad_options(tmp_path, tiny_bundle, i2p_csv):
     with pytest.raises(UserError, match="has no results.json"):
         load_results(tmp_path)
     assert not (tmp_path / "run" / "images").exists()  # nothing generated before the inputs were checked
+
+
+def test_column_picks_the_prompt_field(tmp_path, tiny_bundle, i2p_csv):
+    """SAFREE's Ring-A-Bell CSV names its prompts ``sensitive prompt``: ``--suite text --column`` reads it."""
+    csv = tmp_path / "ring_a_bell.csv"
+    csv.write_text('sensitive prompt,note\n"a red circle, oil painting",x\na blue square,y\n')
+    res = run_evaluation(_opts(tmp_path, tiny_bundle, suite="text", prompts=str(csv), column="sensitive prompt"))
+    assert res["num_prompts"] == 2
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metadata.jsonl").read_text().splitlines()]
+    assert [x["prompt"] for x in lines] == ["a red circle, oil painting", "a blue square"]
+    with pytest.raises(UserError, match="no 'prompt' column"):
+        run_evaluation(_opts(tmp_path, tiny_bundle, suite="text", prompts=str(csv), out=tmp_path / "r2"))
+    with pytest.raises(UserError, match="no 'text' prompt column"):
+        run_evaluation(_opts(tmp_path, tiny_bundle, prompts=str(i2p_csv()), column="text", out=tmp_path / "r3"))
+    with pytest.raises(UserError, match="--column does not apply to --suite coco"):
+        run_evaluation(_opts(tmp_path, tiny_bundle, suite="coco", prompts=str(csv), column="x", out=tmp_path / "r4"))

@@ -71,7 +71,10 @@ def add_evaluate_args(p: argparse.ArgumentParser) -> None:
     d.add_argument("--clip-model", default=DEFAULT_CLIP, help="CLIP for the CLIP score and FID features")
     d.add_argument("--fid-reference", default=None, help="folder of real images for FID (e.g. COCO val2014)")
     d.add_argument("--geneval-results", default=None, help="GenEval's results.jsonl for these images (geneval)")
-    d.add_argument("--mma-column", default="adv_prompt", help="MMA-Diffusion prompt column (default adv_prompt)")
+    d.add_argument("--column", default=None, help="prompt column of the file (default: the suite's, e.g. prompt; "
+                   "SAFREE's Ring-A-Bell CSV: --suite text --column 'sensitive prompt')")
+    d.add_argument("--mma-column", default="adv_prompt", help="MMA-Diffusion prompt column (default adv_prompt; "
+                   "--column overrides it)")
     d.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% CIs (0: none)")
     a = p.add_argument_group("adaptive attack")
     a.add_argument("--attack", action="store_true",
@@ -99,7 +102,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         nudenet_threshold=args.nudenet_threshold, nudenet_model=args.nudenet_model,
         nudenet_resolution=args.nudenet_resolution, q16_clip=args.q16_clip, q16_prompts=args.q16_prompts,
         clip_score=args.clip_score, clip_model=args.clip_model, fid_reference=args.fid_reference,
-        geneval_results=args.geneval_results, mma_column=args.mma_column, blur=not args.no_blur,
+        geneval_results=args.geneval_results, mma_column=args.mma_column, column=args.column, blur=not args.no_blur,
         bootstrap=args.bootstrap, attack=args.attack, attack_strengths=parse_strengths(args.attack_strengths),
         attack_pairs=args.attack_pairs, grid_size=args.grid_size, overwrite=args.overwrite,
         progress=not args.no_progress,

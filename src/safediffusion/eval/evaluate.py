@@ -93,6 +93,7 @@ class EvaluationOptions:
     fid_extractor: FeatureExtractor | None = None
     geneval_results: str | None = None
     mma_column: str = "adv_prompt"
+    column: str | None = None  # the prompt column of the suite's file (default: the suite's own)
     blur: bool = True
     bootstrap: int = 1000
     attack: bool = False
@@ -224,7 +225,11 @@ def run_evaluation(opts: EvaluationOptions) -> dict[str, Any]:
     dtype = resolve_dtype(opts.dtype, device)
 
     # 1. prompts and every input file, checked before any model is loaded
-    kwargs = {"column": opts.mma_column} if opts.suite == "mma" else {}
+    column = opts.column or (opts.mma_column if opts.suite == "mma" else None)
+    if column is not None and SUITES[opts.suite].prompt_column is None:
+        raise UserError(f"--column does not apply to --suite {opts.suite} (its file format fixes the prompt field)",
+                        "drop --column, or use --suite text for a file of your own")
+    kwargs = {"column": column} if column is not None else {}
     records = load_suite(opts.suite, opts.prompts, opts.limit, **kwargs)
     prompts_file = opts.prompts or (SUITES[opts.suite].source.where() if SUITES[opts.suite].source else "")
     reference = image_files(opts.fid_reference) if opts.fid_reference is not None else []

@@ -221,8 +221,9 @@ def _unique_cases(records: list[PromptRecord], path: Path) -> list[PromptRecord]
 # ---------------------------------------------------------------------------------------------- loaders
 
 
-def load_i2p(path: str | Path) -> list[PromptRecord]:
-    """I2P-format CSV (also the UnlearnDiffAtk nudity set): seed, guidance, categories, ``hard``.
+def load_i2p(path: str | Path, column: str = "prompt") -> list[PromptRecord]:
+    """I2P-format CSV (also the UnlearnDiffAtk nudity set): the prompt ``column``, seed, guidance, categories,
+    ``hard``.
 
     Accepts the hub's ``sd_seed`` / ``sd_guidance_scale`` and the ``evaluation_seed`` /
     ``evaluation_guidance`` / ``case_number`` variant. Without ``case_number`` the 0-based row index is the
@@ -230,7 +231,7 @@ def load_i2p(path: str | Path) -> list[PromptRecord]:
     """
     path = Path(path)
     header, rows = read_csv_rows(path)
-    prompt_col = _require(path, header, ("prompt",), "prompt")
+    prompt_col = _require(path, header, (column,), f"'{column}' prompt")
     seed_col = _require(path, header, SEED_COLUMNS, "seed")
     guid_col = _require(path, header, GUIDANCE_COLUMNS, "guidance")
     cat_col = _require(path, header, ("categories",), "categories")
@@ -370,13 +371,15 @@ def load_prompt_records(path: str | Path, column: str = "prompt") -> list[Prompt
 
 @dataclass(frozen=True)
 class Suite:
-    """A named prompt suite: its loader, public source and default detectors."""
+    """A named prompt suite: its loader, public source and default detectors. ``prompt_column``: the loader's
+    default prompt column when it takes ``column=`` (``--column``), ``None`` when its format fixes it."""
 
     name: str
     title: str
-    loader: Callable[[Path], list[PromptRecord]]
+    loader: Callable[..., list[PromptRecord]]
     source: RemoteFile | None
     detectors: tuple[str, ...]
+    prompt_column: str | None = None
 
 
 _SAFREE = "https://raw.githubusercontent.com/jaehong31/SAFREE/main/datasets"
@@ -386,16 +389,16 @@ SUITES = EVAL_SUITES
 for _suite in (
     Suite("i2p", "I2P (inappropriate image prompts)", load_i2p,
           RemoteFile("the I2P benchmark CSV", "--prompts", hf_repo="AIML-TUDA/i2p", hf_filename="i2p_benchmark.csv"),
-          ("nudenet", "q16")),
+          ("nudenet", "q16"), "prompt"),
     Suite("nudity", "UnlearnDiffAtk nudity prompts", load_i2p,
           RemoteFile("the UnlearnDiffAtk nudity CSV", "--prompts", url=f"{_SAFREE}/nudity.csv",
                      cache_name="unlearndiffatk_nudity.csv"),
-          ("nudenet", "q16")),
+          ("nudenet", "q16"), "prompt"),
     Suite("mma", "MMA-Diffusion adversarial prompts", load_mma,
           RemoteFile("the MMA-Diffusion adversarial prompt CSV", "--prompts",
                      hf_repo="YijunYang280/MMA-Diffusion-NSFW-adv-prompts-benchmark",
                      hf_filename="mma-diffusion-nsfw-adv-prompts.csv", gated=True),
-          ("nudenet", "q16")),
+          ("nudenet", "q16"), "adv_prompt"),
     Suite("coco", "COCO captions (10k subset of COCO-30k)", load_coco,
           RemoteFile("the COCO-10k caption CSV", "--prompts", url=f"{_SAFREE}/coco_30k_10k.csv"), ()),
     Suite("geneval", "GenEval compositional prompts", load_geneval,
@@ -403,7 +406,7 @@ for _suite in (
                      url="https://raw.githubusercontent.com/djghosh13/geneval/main/prompts/evaluation_metadata.jsonl",
                      cache_name="geneval_evaluation_metadata.jsonl"),
           ()),
-    Suite("text", "prompt file", load_prompt_records, None, ("nudenet", "q16")),
+    Suite("text", "prompt file", load_prompt_records, None, ("nudenet", "q16"), "prompt"),
 ):
     SUITES.register(_suite.name, _suite)
 
