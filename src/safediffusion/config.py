@@ -200,8 +200,8 @@ class DataConfig:
     With both ``prompts`` (benign) and ``unsafe_prompts`` set, each epoch draws ``unsafe_ratio`` of its
     prompts from the unsafe set. ``<source>:<name>`` names a registered prompt set
     (:data:`safediffusion.registry.PROMPT_SOURCES`: ``tiny:benign``, ``tiny:unsafe``; the miniature world's
-    ``mini:benign`` / ``mini:unsafe`` / ``mini:unsafe:<category>``); ``coprov2`` the paper's training captions, downloaded and cached on first
-    use (:mod:`safediffusion.data.corpora`).
+    ``mini:benign`` / ``mini:unsafe`` / ``mini:unsafe:<category>``); ``coprov2`` the paper's training captions,
+    downloaded and cached on first use (:mod:`safediffusion.data.corpora`).
     """
 
     prompts: str | None = "mini:benign"

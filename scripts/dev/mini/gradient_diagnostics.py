@@ -25,10 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before huggingface_hub reads it 
 
 import torch  # noqa: E402
 
-from safediffusion.config import (
-    load_config,  # noqa: E402
-    resolve_config_path,  # noqa: E402
-)
+from safediffusion.config import load_config, resolve_config_path  # noqa: E402
 from safediffusion.mini.detector import detect  # noqa: E402
 from safediffusion.mini.suites import mini_prompts  # noqa: E402
 from safediffusion.rl.advantages import group_advantages  # noqa: E402

@@ -33,10 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from safediffusion.config import (
-    load_config,  # noqa: E402
-    resolve_config_path,  # noqa: E402
-)
+from safediffusion.config import load_config, resolve_config_path  # noqa: E402
 from safediffusion.mini.detector import detect  # noqa: E402
 from safediffusion.mini.diagnostics import group_stats  # noqa: E402
 from safediffusion.mini.suites import mini_prompts  # noqa: E402

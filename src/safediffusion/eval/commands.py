@@ -63,8 +63,8 @@ def add_evaluate_args(p: argparse.ArgumentParser) -> None:
     d.add_argument("--nudenet-model", default=None, help="a larger NudeNet ONNX file (e.g. 640m.onnx)")
     d.add_argument("--nudenet-resolution", type=int, default=320, help="NudeNet input size (320; 640 for 640m)")
     d.add_argument("--q16-clip", default=DEFAULT_CLIP, help=f"CLIP ViT-L/14 folder or hub id (default {DEFAULT_CLIP})")
-    d.add_argument("--q16-prompts", default=None, help="Q16 prompts.p, or a .pt such as the fine-tuned prompts_finetuned.pt, for ViT-L/14 "
-                   "(default: download Q16's prompts.p)")
+    d.add_argument("--q16-prompts", default=None, help="Q16 prompts.p, or a .pt such as the fine-tuned "
+                   "prompts_finetuned.pt, for ViT-L/14 (default: download Q16's prompts.p)")
     d.add_argument("--clip-score", dest="clip_score", action="store_true", default=None,
                    help="compute the CLIP score (default on for coco)")
     d.add_argument("--no-clip-score", dest="clip_score", action="store_false")
