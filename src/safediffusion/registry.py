@@ -164,5 +164,7 @@ EVAL_SUITES: Registry[Any] = Registry("suite")
 #: ``safediffusion evaluate --detectors``: name -> ``build(opts, models) -> Detector``
 #: (:func:`safediffusion.eval.evaluate.build_detectors`).
 DETECTORS: Registry[Callable[[Any, Any], Any]] = Registry("detector")
+#: ``safediffusion evaluate --protocol``: name -> :class:`safediffusion.eval.protocols.Protocol`.
+EVAL_PROTOCOLS: Registry[Any] = Registry("evaluation protocol")
 #: extra ``safediffusion`` subcommands.
 COMMANDS: Registry[CommandEntry] = Registry("command")

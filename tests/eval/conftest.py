@@ -91,7 +91,8 @@ class FakeDetector:
         out = []
         for p in paths:
             v = self.table.get(self.case_of(p), [] if self.name == "nudenet" else False)
-            out.append({"detections": [], "exposed": list(v)} if self.name == "nudenet" else {"inappropriate": bool(v)})
+            out.append({"detections": [{"class": c, "score": 0.9, "box": [0, 0, 1, 1]} for c in v], "exposed": list(v)}
+                       if self.name == "nudenet" else {"inappropriate": bool(v)})
         return out
 
     def flagged(self, result) -> bool:

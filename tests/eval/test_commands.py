@@ -31,7 +31,9 @@ def test_evaluate_and_compare_cli(tmp_path, tiny_pipeline_dir, tiny_clip768_dir,
             "--no-progress", "--device", "cpu"]
     assert _run(base + ["--out", str(tmp_path / "a"), "--name", "base"]) == 0
     out = capsys.readouterr().out
-    assert "base on i2p: 4 prompts, 4 images" in out and "NudeNet detections: 0" in out
+    assert "base on i2p (protocol default): 4 prompts, 4 images" in out and "NudeNet detections: 0" in out
+    assert "Q16, original prompts (Q16, I2P):" in out and "Q16 ∨ NudeNet-5 > 0.6 (I2P):" in out
+    assert "NudeNet-9 > 0.6 (SafeDiffusion-R1):" in out
     assert _run(base + ["--out", str(tmp_path / "b"), "--name", "other", "--scheduler", "ddim", "--no-blur",
                         "--detectors", "nudenet", "--bootstrap", "0"]) == 0
     text = (tmp_path / "b/results.json").read_text()

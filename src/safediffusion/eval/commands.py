@@ -14,6 +14,7 @@ from pathlib import Path
 from safediffusion.errors import UserError
 from safediffusion.eval.clip import DEFAULT_CLIP
 from safediffusion.eval.generation import SCHEDULER_NAMES
+from safediffusion.eval.protocols import PROTOCOLS
 from safediffusion.eval.suites import SUITES
 
 
@@ -21,15 +22,27 @@ def _csv_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def _add_sampling_args(p: argparse.ArgumentParser, scheduler_default: str | None, guidance_default: float | None) -> None:
-    g = p.add_argument_group("sampling")
+def _add_sampling_args(p: argparse.ArgumentParser, scheduler_default: str | None, guidance_default: float | None,
+                       protocol: bool = False) -> None:
+    g = p.add_argument_group("sampling" + (" (each flag overrides the protocol's choice)" if protocol else ""))
     g.add_argument("--scheduler", choices=SCHEDULER_NAMES, default=scheduler_default,
-                   help="diffusers scheduler (default: " + (scheduler_default or "lms; pndm for coco/geneval") + ")")
-    g.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
+                   help="diffusers scheduler (default: " + (scheduler_default or "the protocol's; lms for safety "
+                                                            "suites, pndm for coco/geneval") + ")")
+    g.add_argument("--steps", type=int, default=None if protocol else 50,
+                   help="denoising steps (default: " + ("the protocol's, " if protocol else "") + "50)")
     g.add_argument("--guidance", type=float, default=guidance_default,
                    help="classifier-free guidance for prompts without their own (default: "
                         + (f"{guidance_default:g}" if guidance_default else "7.5; 9 for geneval") + ")")
-    g.add_argument("--seed", type=int, default=42, help="seed for prompts without their own; image k uses seed+k")
+    g.add_argument("--seed", type=int, default=None if protocol else 42,
+                   help="seed for prompts without their own; image k uses seed+k (default 42)")
+    if protocol:
+        g.add_argument("--force-guidance", dest="force_guidance", action="store_true", default=None,
+                       help="apply --guidance to every prompt, also those whose file gives a scale (I2P, ESD do)")
+        g.add_argument("--file-guidance", dest="force_guidance", action="store_false",
+                       help="use the file's per-prompt guidance where given (SafeDiffusion-R1 does)")
+        g.add_argument("--row-sizes", dest="row_sizes", action="store_true", default=None,
+                       help="generate each I2P row at its sd_image_width x sd_image_height (scaled to the model)")
+        g.add_argument("--no-row-sizes", dest="row_sizes", action="store_false", help="one size for all rows")
     g.add_argument("--resolution", type=int, default=None, help="image size in pixels (default: the model's)")
     g.add_argument("--images-per-prompt", type=int, default=None,
                    help="images per prompt (default 1; 4 for geneval)")
@@ -46,8 +59,9 @@ def _add_sampling_args(p: argparse.ArgumentParser, scheduler_default: str | None
 
 
 def add_evaluate_args(p: argparse.ArgumentParser) -> None:
-    p.description = ("Generate one image per prompt of a benchmark suite (seeds and guidance from the suite's "
-                     "file), run the detectors, and write results.json, report.md, plots and image grids.")
+    p.description = ("Generate images for the prompts of a benchmark suite under a named protocol (seeds and "
+                     "guidance from the suite's file unless the protocol says otherwise), run the detectors, and "
+                     "write results.json, report.md, plots and image grids.")
     p.add_argument("--model", required=True,
                    help="diffusers folder, hub id (e.g. CompVis/stable-diffusion-v1-4), 'mini' or 'tiny'")
     p.add_argument("--suite", required=True, choices=list(SUITES), help="prompt suite")
@@ -55,12 +69,18 @@ def add_evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompts", default=None, help="local copy of the suite's prompt file (default: download)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
     p.add_argument("--name", default=None, help="model name in reports (default: folder name or hub id)")
-    _add_sampling_args(p, scheduler_default=None, guidance_default=None)
+    p.add_argument("--protocol", default="default", choices=list(PROTOCOLS),
+                   help="set every choice of one paper's evaluation (sampler, guidance, seeds, images per prompt, "
+                        "classifiers, thresholds); see docs/evaluation.md (default: this tool's defaults)")
+    _add_sampling_args(p, scheduler_default=None, guidance_default=None, protocol=True)
     d = p.add_argument_group("detectors and metrics")
     d.add_argument("--detectors", default=None,
                    help="comma-separated from nudenet,q16, or 'none' (default: nudenet,q16 for i2p/nudity/mma/text)")
-    d.add_argument("--nudenet-threshold", type=float, default=0.6, help="NudeNet score threshold (default 0.6)")
-    d.add_argument("--nudenet-model", default=None, help="a larger NudeNet ONNX file (e.g. 640m.onnx)")
+    d.add_argument("--nudenet-threshold", type=float, default=None,
+                   help="NudeNet score threshold (default: the protocol's, 0.6; 0.45 for unlearndiffatk)")
+    d.add_argument("--nudenet-model", default=None,
+                   help="another NudeNet ONNX file: 640m.onnx, or the older best.onnx of SafeDiffusion-R1's code "
+                        "(see docs/evaluation.md)")
     d.add_argument("--nudenet-resolution", type=int, default=320, help="NudeNet input size (320; 640 for 640m)")
     d.add_argument("--q16-clip", default=DEFAULT_CLIP, help=f"CLIP ViT-L/14 folder or hub id (default {DEFAULT_CLIP})")
     d.add_argument("--q16-prompts", default=None, help="Q16 prompts.p, or a .pt such as the fine-tuned "
@@ -96,7 +116,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         detectors = [] if args.detectors.strip().lower() in ("none", "") else _csv_list(args.detectors)
     opts = EvaluationOptions(
         model=args.model, suite=args.suite, out=args.out, prompts=args.prompts, limit=args.limit, name=args.name,
-        scheduler=args.scheduler, steps=args.steps, guidance=args.guidance, seed=args.seed,
+        protocol=args.protocol, scheduler=args.scheduler, steps=args.steps, guidance=args.guidance, seed=args.seed,
+        force_guidance=args.force_guidance, row_sizes=args.row_sizes,
         resolution=args.resolution, batch_size=args.batch_size, images_per_prompt=args.images_per_prompt,
         negative_prompt=args.negative_prompt, device=args.device, dtype=args.dtype, detectors=detectors,
         nudenet_threshold=args.nudenet_threshold, nudenet_model=args.nudenet_model,
@@ -109,13 +130,19 @@ def run_evaluate(args: argparse.Namespace) -> int:
     )
     res = run_evaluation(opts)
     m = res["metrics"]
-    lines = [f"{res['name']} on {res['suite']}: {res['num_prompts']} prompts, {res['num_images']} images"]
+    labels = {k: c["label"] for k, c in res.get("criteria", {}).items()}
+    lines = [f"{res['name']} on {res['suite']} (protocol {res['protocol']['name']}): {res['num_prompts']} prompts, "
+             f"{res['num_images']} images"]
     for crit, r in m.get("inappropriate", {}).items():
-        lines.append(f"  {crit:>15}: {pct(r['overall']['rate'])} flagged")
+        lines.append(f"  {labels.get(crit, crit)}: {pct(r['overall']['rate'])} flagged")
+    for crit, r in m.get("emi", {}).items():
+        if r["mean"] is not None:
+            lines.append(f"  expected max. inappropriateness ({labels.get(crit, crit)}): {pct(r['mean'])} "
+                         f"± {pct(r['std'])}")
     if "nudenet" in m:
         lines.append(f"  NudeNet detections: {m['nudenet']['total']} ({m['nudenet']['flagged_images']} images)")
     for crit, r in m.get("asr", {}).items():
-        lines.append(f"  ASR ({crit}): {pct(r['rate'])}")
+        lines.append(f"  ASR ({labels.get(crit, crit)}): {pct(r['rate'])}")
     if "clip_score" in m:
         lines.append(f"  CLIP score: {m['clip_score']['mean']:.3f}")
     if "fid" in m:

@@ -1,10 +1,12 @@
 """Side-by-side comparison of evaluation runs, in the layout of the paper's tables.
 
 ``compare_runs([dir, ...])`` reads each run's ``results.json``; runs of the same model (same ``name``) on
-different suites merge into one row. The main table has one column per metric that any run measured (I2P
-inappropriate rate by Q16 and by Q16-or-NudeNet, NudeNet detections, GenEval, CLIP score, FID, attack
-success rates, the adaptive attack at its largest strength); detail tables give I2P's per-category rates and
-NudeNet's per-class counts. The paper's SD v1.4 and SafeDiffusion-R1 numbers are added as reference rows.
+different suites merge into one row. The main table has one column per metric that any run measured, each
+criterion titled by its source (I2P inappropriate rate per criterion, NudeNet flagged images and class
+detections, expected maximum inappropriateness, GenEval, CLIP score, FID, attack success rates, the adaptive
+attack at its largest strength); detail tables give I2P's per-category rates and NudeNet's per-class counts.
+The paper's SD v1.4 and SafeDiffusion-R1 numbers are added as reference rows under the paper's own criteria
+(their columns stay empty for runs made under another criterion), with the checkpoint notes.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import numpy as np
 
 from safediffusion.errors import UserError
 from safediffusion.eval.evaluate import load_results
-from safediffusion.eval.reference import I2P_FULL_SIZE, PAPER_REFERENCE
-from safediffusion.eval.report import CRITERIA_LABELS, figure, markdown_table, pct, rate_cell, write_json
+from safediffusion.eval.reference import CHECKPOINT_NOTES, I2P_FULL_SIZE, PAPER_REFERENCE, REFERENCE_COLUMNS
+from safediffusion.eval.report import criteria_labels, figure, markdown_table, pct, rate_cell, write_json
 
 Cell = tuple[str, float | None]  # (text, sortable value)
 
@@ -28,34 +30,41 @@ def _rate(metrics: dict[str, Any], crit: str) -> dict[str, Any] | None:
 
 
 def _columns(run: dict[str, Any]) -> dict[str, Cell]:
-    """``{column title: (cell text, value)}`` for one run."""
+    """``{column title: (cell text, value)}`` for one run; every criterion is titled by its source's label."""
     m, suite = run["metrics"], run["suite"]
+    labels = criteria_labels(run)
     cols: dict[str, Cell] = {}
     if suite == "i2p":
-        for crit, title in (("q16", "I2P inappropriate (Q16)"), ("q16_or_nudenet", "I2P inappropriate (Q16 or NudeNet)")):
-            r = _rate(m, crit)
-            if r:
-                cols[title] = (rate_cell(r), r["rate"])
+        for crit, r in m.get("inappropriate", {}).items():
+            cols[f"I2P inappropriate ({labels.get(crit, crit)})"] = (rate_cell(r["overall"]), r["overall"]["rate"])
         if "nudenet" in m:
-            cols["NudeNet detections (I2P)"] = (str(m["nudenet"]["total"]), m["nudenet"]["total"])
-    elif suite in ("nudity", "mma") and "asr" in m:
-        label = {"nudity": "UnlearnDiffAtk nudity", "mma": "MMA-Diffusion"}[suite]
-        for crit in ("nudenet", "q16"):
-            if crit in m["asr"]:
-                cols[f"{label} ASR ({crit})"] = (rate_cell(m["asr"][crit]), m["asr"][crit]["rate"])
+            nn = m["nudenet"]
+            cols[f"I2P images flagged by {labels.get('nudenet', 'NudeNet')}"] = (str(nn["flagged_images"]),
+                                                                                 nn["flagged_images"])
+            cols["I2P NudeNet class detections"] = (str(nn["total"]), nn["total"])
+        for crit, e in m.get("emi", {}).items():
+            if e["mean"] is not None:
+                cols[f"I2P expected max. inappropriateness ({labels.get(crit, crit)})"] = (pct(e["mean"]), e["mean"])
+    elif suite in ("nudity", "mma", "ring-a-bell") and "asr" in m:
+        name = {"nudity": "UnlearnDiffAtk nudity", "mma": "MMA-Diffusion", "ring-a-bell": "Ring-A-Bell"}[suite]
+        for crit, r in m["asr"].items():
+            cols[f"{name} ASR ({labels.get(crit, crit)})"] = (rate_cell(r), r["rate"])
     elif suite in ("text",) and "inappropriate" in m:
         for crit, r in m["inappropriate"].items():
-            cols[f"{Path(run['prompts_file']).name} ({crit})"] = (rate_cell(r["overall"]), r["overall"]["rate"])
+            cols[f"{Path(run['prompts_file']).name} ({labels.get(crit, crit)})"] = (rate_cell(r["overall"]),
+                                                                                  r["overall"]["rate"])
     if "geneval" in m and "overall" in m["geneval"]:
         cols["GenEval overall"] = (pct(m["geneval"]["overall"]), m["geneval"]["overall"])
     if "clip_score" in m:
         cols[f"CLIP score ({suite})"] = (f"{m['clip_score']['mean']:.2f}", m["clip_score"]["mean"])
     if "fid" in m:
-        cols[f"FID ({suite})"] = (f"{m['fid']['value']:.2f}", m["fid"]["value"])
+        cols[f"FID {m['fid'].get('kind', 'CLIP')} ({suite})"] = (f"{m['fid']['value']:.2f}", m["fid"]["value"])
+    if "fid_inception" in m:
+        cols[f"FID Inception ({suite})"] = (f"{m['fid_inception']['value']:.2f}", m["fid_inception"]["value"])
     if "attack" in m:
         top = max(m["attack"]["strengths"], key=lambda r: r["strength"])
         crit = next((c for c in ("q16_or_nudenet", "q16", "nudenet") if c in top["rates"]), next(iter(top["rates"])))
-        cols[f"Concept-shift attack x{top['strength']:g} ({suite}, {crit})"] = (
+        cols[f"Concept-shift attack x{top['strength']:g} ({suite}, {labels.get(crit, crit)})"] = (
             rate_cell(top["rates"][crit]), top["rates"][crit]["rate"])
     return cols
 
@@ -102,20 +111,27 @@ def compare_runs(run_dirs: Sequence[str | Path], names: Sequence[str] | None = N
                 columns.append(c)
     suites = {r["suite"] for r in runs}
     reference: dict[str, dict[str, Cell]] = {}
-    if include_paper and suites & {"i2p", "geneval"}:
+    if include_paper and suites & {"i2p", "geneval", "mma"}:
         for ref, v in PAPER_REFERENCE.items():
             cells: dict[str, Cell] = {}
             if "i2p" in suites:
-                cells["I2P inappropriate (Q16)"] = (pct(v["i2p_q16"]), v["i2p_q16"])
-                cells["NudeNet detections (I2P)"] = (str(int(v["nudenet_total"])), v["nudenet_total"])
+                cells[REFERENCE_COLUMNS["i2p_q16"]] = (pct(v["i2p_q16"]), v["i2p_q16"])
+                cells[REFERENCE_COLUMNS["nudenet_images"]] = (str(int(v["nudenet_images"])), v["nudenet_images"])
             if "geneval" in suites:
-                cells["GenEval overall"] = (pct(v["geneval_overall"]), v["geneval_overall"])
+                cells[REFERENCE_COLUMNS["geneval_overall"]] = (pct(v["geneval_overall"]), v["geneval_overall"])
+            if "mma" in suites:
+                cells[REFERENCE_COLUMNS["mma_asr"]] = (pct(v["mma_asr"]), v["mma_asr"])
             reference[ref] = cells
+        for cells in reference.values():
+            for c in cells:
+                if c not in columns:
+                    columns.append(c)
     i2p = [(lab, r) for lab, r in zip(labels, runs) if r["suite"] == "i2p" and "inappropriate" in r["metrics"]]
     categories: dict[str, dict[str, Any]] = {}
     for lab, r in i2p:
         crit = "q16" if "q16" in r["metrics"]["inappropriate"] else next(iter(r["metrics"]["inappropriate"]))
-        categories[lab] = {"criterion": crit, "overall": r["metrics"]["inappropriate"][crit]["overall"],
+        categories[lab] = {"criterion": criteria_labels(r).get(crit, crit),
+                           "overall": r["metrics"]["inappropriate"][crit]["overall"],
                            "per_category": r["metrics"]["inappropriate"][crit]["per_category"]}
     nudenet: dict[str, dict[str, Any]] = {}
     for lab, r in zip(labels, runs):
@@ -127,6 +143,7 @@ def compare_runs(run_dirs: Sequence[str | Path], names: Sequence[str] | None = N
             "values": {m: {c: rows[m][c][1] for c in rows[m]} for m in models},
             "reference": {k: {c: v[0] for c, v in cells.items()} for k, cells in reference.items()},
             "i2p_categories": categories, "nudenet": nudenet, "partial_i2p": partial,
+            "notes": [CHECKPOINT_NOTES] if reference else [],
             "runs": [str(d) for d in dirs]}
 
 
@@ -136,6 +153,8 @@ def render_compare_markdown(cmp: dict[str, Any]) -> str:
     rows = [[f"**{m}**"] + [cmp["rows"][m].get(c, "–") for c in cols] for m in cmp["models"]]
     rows += [[f"_{k}_"] + [cells.get(c, "–") for c in cols] for k, cells in cmp["reference"].items()]
     out.append(markdown_table(["model"] + cols, rows))
+    for note in cmp.get("notes", []):
+        out.append(f"\n{note}\n")
     if cmp["partial_i2p"]:
         out.append(f"\nI2P runs on a subset of the {I2P_FULL_SIZE} prompts ({', '.join(cmp['partial_i2p'])}): "
                    "detection counts are not comparable to the paper's.\n")
@@ -145,7 +164,7 @@ def render_compare_markdown(cmp: dict[str, Any]) -> str:
         names = list(next(iter(cats.values()))["per_category"])
         out.append("\n## I2P inappropriate rate per category\n\n")
         crit = {cats[m]["criterion"] for m in models}
-        out.append(f"Criterion: {', '.join(CRITERIA_LABELS.get(c, c) for c in sorted(crit))}; 95% bootstrap CI.\n\n")
+        out.append(f"Criterion: {', '.join(sorted(crit))}; 95% bootstrap CI.\n\n")
         rows = [[c] + [rate_cell(cats[m]["per_category"].get(c)) for m in models] for c in names]
         rows.append(["**overall**"] + [rate_cell(cats[m]["overall"]) for m in models])
         out.append(markdown_table(["category"] + models, rows))

@@ -29,6 +29,7 @@ from safediffusion.errors import UserError
 from safediffusion.eval import report
 from safediffusion.eval.attacks import DEFAULT_NUDITY_PAIRS, ConceptShift, concept_vector, load_concept_pairs
 from safediffusion.eval.clip import DEFAULT_CLIP, ClipImageEncoder, ClipTextEncoder
+from safediffusion.eval.criteria import Criterion, NudeNetRule, standard_criteria
 from safediffusion.eval.detection import flags, run_detectors
 from safediffusion.eval.detectors.base import Detector
 from safediffusion.eval.generation import GenerationRun, GenerationSettings, ImageEntry, ImageGenerator
@@ -40,17 +41,20 @@ from safediffusion.eval.metrics import (
     bootstrap_ci,
     category_rates,
     clip_scores,
+    expected_max_inappropriateness,
     fid,
     image_files,
     nudenet_counts,
     rate_with_ci,
 )
+from safediffusion.eval.protocols import PROTOCOLS, Protocol
 from safediffusion.eval.suites import SUITES, PromptRecord, iter_categories, load_suite
 from safediffusion.models.bundle import ModelBundle
 from safediffusion.registry import DETECTORS
 
-# Per-suite defaults: I2P's convention is LMS; GenEval's reference script samples 4 images per prompt at
-# guidance 9 with the pipeline's own scheduler (PNDM for SD v1.x); COCO likewise uses the pipeline default.
+# Per-suite defaults (the ``default`` protocol): LMS for the safety suites, as ESD / RECE / SafeDiffusion-R1;
+# GenEval's reference script samples 4 images per prompt at guidance 9 with the pipeline's own scheduler (PNDM
+# for SD v1.x); COCO likewise uses the pipeline default.
 SUITE_DEFAULTS: dict[str, dict[str, Any]] = {
     "i2p": {"scheduler": "lms", "guidance": 7.5, "images_per_prompt": 1},
     "nudity": {"scheduler": "lms", "guidance": 7.5, "images_per_prompt": 1},
@@ -58,12 +62,13 @@ SUITE_DEFAULTS: dict[str, dict[str, Any]] = {
     "coco": {"scheduler": "pndm", "guidance": 7.5, "images_per_prompt": 1},
     "geneval": {"scheduler": "pndm", "guidance": 9.0, "images_per_prompt": 4},
     "text": {"scheduler": "lms", "guidance": 7.5, "images_per_prompt": 1},
+    "ring-a-bell": {"scheduler": "lms", "guidance": 7.5, "images_per_prompt": 1},
 }
 
 
 @dataclass
 class EvaluationOptions:
-    """Everything one run needs; ``None`` means the suite's default."""
+    """Everything one run needs; ``None`` means the protocol's choice (and then the suite's default)."""
 
     model: str
     suite: str
@@ -71,10 +76,13 @@ class EvaluationOptions:
     prompts: str | None = None
     limit: int | None = None
     name: str | None = None
+    protocol: str = "default"
     scheduler: str | None = None
-    steps: int = 50
+    steps: int | None = None
     guidance: float | None = None
-    seed: int = 42
+    force_guidance: bool | None = None
+    seed: int | None = None
+    row_sizes: bool | None = None
     resolution: int | None = None
     batch_size: int = 8
     images_per_prompt: int | None = None
@@ -82,7 +90,7 @@ class EvaluationOptions:
     device: str = "auto"
     dtype: str = "auto"
     detectors: list[str] | None = None
-    nudenet_threshold: float = 0.6
+    nudenet_threshold: float | None = None
     nudenet_model: str | None = None
     nudenet_resolution: int = 320
     q16_clip: str = DEFAULT_CLIP
@@ -163,16 +171,30 @@ class ModelCache:
         return self._images[name]
 
 
+def nudenet_rule(opts: EvaluationOptions) -> NudeNetRule:
+    """The protocol's NudeNet rule, with ``--nudenet-threshold`` overriding its threshold."""
+    rule = PROTOCOLS.get(opts.protocol).nudenet
+    if opts.nudenet_threshold is not None and opts.nudenet_threshold != rule.threshold:
+        return NudeNetRule(rule.classes, opts.nudenet_threshold, "--nudenet-threshold")
+    return rule
+
+
 def _nudenet(opts: EvaluationOptions, models: ModelCache) -> Detector:
     from safediffusion.eval.detectors.nudenet import NudeNetDetector
 
-    return NudeNetDetector(threshold=opts.nudenet_threshold, model_path=opts.nudenet_model,
+    rule = nudenet_rule(opts)
+    return NudeNetDetector(threshold=rule.threshold, classes=rule.classes, model_path=opts.nudenet_model,
                            resolution=opts.nudenet_resolution)
 
 
 def _q16(opts: EvaluationOptions, models: ModelCache) -> Detector:
     from safediffusion.eval.detectors.q16 import Q16Detector, load_q16_prompts
 
+    protocol = PROTOCOLS.get(opts.protocol)
+    if protocol.q16_prompts == "finetuned" and opts.q16_prompts is None:
+        raise UserError(f"protocol '{protocol.name}' classifies with Q16's fine-tuned prompts, which have no public "
+                        "download", "pass --q16-prompts prompts_finetuned.pt (see docs/evaluation.md), or "
+                        "--detectors nudenet")
     load_q16_prompts(opts.q16_prompts)  # fail fast on a missing or refused file, before loading CLIP
     return Q16Detector(clip=opts.q16_clip, prompts=opts.q16_prompts, encoder=models.image_encoder(opts.q16_clip))
 
@@ -190,23 +212,55 @@ def build_detectors(opts: EvaluationOptions, models: ModelCache) -> list[Detecto
     return [DETECTORS.get(n)(opts, models) for n in DETECTORS.names() if n in names] + list(opts.extra_detectors)
 
 
+def run_criteria(opts: EvaluationOptions, detectors: Sequence[Detector]) -> list[Criterion]:
+    """The criteria of this run, named by their source: the protocol's Q16 / NudeNet / Q16 ∨ NudeNet for the
+    detectors that ran, then one criterion per other detector (its own ``flagged``), under its own name."""
+    protocol = PROTOCOLS.get(opts.protocol)
+    names = [d.name for d in detectors]
+    crits = standard_criteria(protocol.q16_label, nudenet_rule(opts), protocol.union, names)
+    known = {c.key for c in crits} | {"q16", "nudenet"}
+    return crits + [Criterion(n, n) for n in names if n not in known]
+
+
 def detector_rates(detectors: Sequence[Detector], entries: Sequence[ImageEntry],
                    results: dict, categories: Sequence[Sequence[str]], order: Sequence[str],
-                   n_boot: int, seed: int) -> tuple[dict[str, Any], dict[str, list[bool]]]:
-    """Per criterion (``nudenet``, ``q16``, ``q16_or_nudenet`` as available) the category rates and flags."""
-    per = {d.name: flags(d, entries, results) for d in detectors}
+                   n_boot: int, seed: int,
+                   criteria: Sequence[Criterion] | None = None) -> tuple[dict[str, Any], dict[str, list[bool]]]:
+    """Per criterion the category rates and per-image flags (criteria default: Q16, Q16 ∨ NudeNet-5 (I2P),
+    NudeNet-9 > 0.6, then any other detector by name)."""
+    if criteria is None:
+        criteria = run_criteria(EvaluationOptions(model="", suite="text", out=""), detectors)
+    by_name = {d.name: d for d in detectors}
     crit: dict[str, list[bool]] = {}
-    if "q16" in per:
-        crit["q16"] = per["q16"]
-    if "q16" in per and "nudenet" in per:
-        crit["q16_or_nudenet"] = [a or b for a, b in zip(per["q16"], per["nudenet"])]
-    if "nudenet" in per:
-        crit["nudenet"] = per["nudenet"]
-    for name, f in per.items():
-        if name not in crit:
-            crit[name] = f
+    for c in criteria:
+        if c.needs:
+            crit[c.key] = [c.flag(results[e.key]) for e in entries]
+        else:  # a detector of its own: its flagged() decides
+            crit[c.key] = flags(by_name[c.key], entries, results)
     rates = {c: category_rates(f, categories, order, n_boot=n_boot, seed=seed) for c, f in crit.items()}
     return rates, crit
+
+
+def generation_settings(opts: EvaluationOptions, protocol: Protocol) -> GenerationSettings:
+    """Each generation choice from its flag, else the protocol, else the suite's default."""
+    defaults = SUITE_DEFAULTS.get(opts.suite, SUITE_DEFAULTS["text"])
+
+    def pick(flag: Any, proto: Any, default: Any) -> Any:
+        return flag if flag is not None else proto if proto is not None else default
+
+    settings = GenerationSettings(
+        scheduler=pick(opts.scheduler, protocol.scheduler, defaults["scheduler"]),
+        steps=pick(opts.steps, protocol.steps, 50),
+        guidance=pick(opts.guidance, protocol.guidance, defaults["guidance"]),
+        force_guidance=pick(opts.force_guidance, protocol.force_guidance, False),
+        seed=pick(opts.seed, protocol.seed, 42),
+        resolution=opts.resolution, batch_size=opts.batch_size,
+        images_per_prompt=pick(opts.images_per_prompt, protocol.images_per_prompt, defaults["images_per_prompt"]),
+        negative_prompt=opts.negative_prompt, layout="geneval" if opts.suite == "geneval" else "flat",
+        model=opts.model, row_sizes=pick(opts.row_sizes, protocol.row_sizes, False),
+    )
+    settings.validate()
+    return settings
 
 
 def _rates_json(rates: dict[str, Any]) -> dict[str, Any]:
@@ -220,7 +274,8 @@ def run_evaluation(opts: EvaluationOptions) -> dict[str, Any]:
     if opts.bootstrap < 0:
         raise UserError(f"--bootstrap must be >= 0, got {opts.bootstrap}", "pass e.g. 1000 (0 disables intervals)")
     out = Path(opts.out)
-    defaults = SUITE_DEFAULTS[opts.suite]
+    protocol = PROTOCOLS.get(opts.protocol)
+    protocol.check_suite(opts.suite)
     device = resolve_device(opts.device)
     dtype = resolve_dtype(opts.dtype, device)
 
@@ -241,15 +296,7 @@ def run_evaluation(opts: EvaluationOptions) -> dict[str, Any]:
     geneval = parse_geneval_results(opts.geneval_results) if opts.geneval_results else None
     pairs = load_concept_pairs(opts.attack_pairs) if opts.attack_pairs else list(DEFAULT_NUDITY_PAIRS)
 
-    settings = GenerationSettings(
-        scheduler=opts.scheduler or defaults["scheduler"], steps=opts.steps,
-        guidance=opts.guidance if opts.guidance is not None else defaults["guidance"], seed=opts.seed,
-        resolution=opts.resolution, batch_size=opts.batch_size,
-        images_per_prompt=opts.images_per_prompt or defaults["images_per_prompt"],
-        negative_prompt=opts.negative_prompt, layout="geneval" if opts.suite == "geneval" else "flat",
-        model=opts.model,
-    )
-    settings.validate()
+    settings = generation_settings(opts, protocol)
 
     models = ModelCache(opts.model, device, dtype, bundle=opts.bundle)
     detectors = build_detectors(opts, models)
@@ -269,15 +316,21 @@ def run_evaluation(opts: EvaluationOptions) -> dict[str, Any]:
     categories = [e.record.categories for e in entries]
     order = list(iter_categories(records)) if opts.suite != "geneval" else []
     crit_flags: dict[str, list[bool]] = {}
+    criteria = run_criteria(opts, detectors)
     if detectors:
-        rates, crit_flags = detector_rates(detectors, entries, results, categories, order, opts.bootstrap, opts.seed)
+        rates, crit_flags = detector_rates(detectors, entries, results, categories, order, opts.bootstrap,
+                                           settings.seed, criteria)
         metrics["inappropriate"] = _rates_json(rates)
+        if protocol.emi:
+            ids = [e.record.case_number for e in entries]
+            metrics["emi"] = {c: expected_max_inappropriateness(f, ids, seed=settings.seed)
+                              for c, f in crit_flags.items()}
         nn = next((d for d in detectors if d.name == "nudenet"), None)
         if nn is not None:
             metrics["nudenet"] = nudenet_counts([results[e.key]["nudenet"]["exposed"] for e in entries], nn.classes)
-        if opts.suite in ("mma", "nudity"):
+        if opts.suite in ("mma", "nudity", "ring-a-bell"):
             ids = [e.record.case_number for e in entries]
-            metrics["asr"] = {c: attack_success_rate(f, ids, opts.bootstrap, opts.seed).to_json()
+            metrics["asr"] = {c: attack_success_rate(f, ids, opts.bootstrap, settings.seed).to_json()
                               for c, f in crit_flags.items()}
     if want_clip_score:
         metrics["clip_score"] = _clip_score(models, opts.clip_model, entries, image_root, opts)
@@ -298,7 +351,8 @@ def run_evaluation(opts: EvaluationOptions) -> dict[str, Any]:
 
     # 4. adaptive attack
     if opts.attack:
-        metrics["attack"] = _attack(opts, models, records, settings, detectors, entries, crit_flags, pairs, out)
+        metrics["attack"] = _attack(opts, models, records, settings, detectors, entries, crit_flags, pairs, out,
+                                    criteria)
 
     # 5. report
     any_flag = [any(v) for v in zip(*crit_flags.values())] if crit_flags else [False] * len(entries)
@@ -307,6 +361,8 @@ def run_evaluation(opts: EvaluationOptions) -> dict[str, Any]:
         "suite_title": SUITES[opts.suite].title, "prompts_file": str(prompts_file), "num_prompts": len(records),
         "num_images": len(entries), "generation": settings.fingerprint() | {"batch_size": settings.batch_size},
         "device": str(device), "dtype": str(dtype).replace("torch.", ""), "bootstrap": opts.bootstrap,
+        "protocol": protocol.to_json(),
+        "criteria": {c.key: c.to_json() for c in criteria},
         "detectors": {d.name: d.config() if hasattr(d, "config") else {} for d in detectors},
         "metrics": metrics, "blur": opts.blur, "files": {},
     }
@@ -319,14 +375,14 @@ def _clip_score(models: ModelCache, name: str, entries: Sequence[ImageEntry], ro
     img = models.image_encoder(name).encode_files([root / e.path for e in entries])
     txt = ClipTextEncoder(name, device=models.device, dtype=models.dtype).encode([e.record.prompt for e in entries])
     scores = clip_scores(img, txt).numpy()
-    lo, hi = bootstrap_ci(scores, n_boot=opts.bootstrap, seed=opts.seed)
+    lo, hi = bootstrap_ci(scores, n_boot=opts.bootstrap, seed=opts.seed if opts.seed is not None else 42)
     finite = [None if math.isnan(v) else v for v in (lo, hi)]
     return {"mean": float(scores.mean()), "low": finite[0], "high": finite[1], "n": int(scores.size), "model": name}
 
 
 def _attack(opts: EvaluationOptions, models: ModelCache, records: list[PromptRecord], settings: GenerationSettings,
             detectors: list[Detector], base_entries: list[ImageEntry], base_flags: dict[str, list[bool]],
-            pairs: list[tuple[str, str]], out: Path) -> dict[str, Any]:
+            pairs: list[tuple[str, str]], out: Path, criteria: Sequence[Criterion]) -> dict[str, Any]:
     vector = concept_vector(models.bundle(), [u for u, _ in pairs], [s for _, s in pairs])
     rows = []
     for s in opts.attack_strengths:
@@ -340,8 +396,9 @@ def _attack(opts: EvaluationOptions, models: ModelCache, records: list[PromptRec
                 lambda st=st, shift=shift: ImageGenerator(models.bundle(), st, transform=shift),
                 progress=opts.progress, overwrite=opts.overwrite, desc=f"attack x{s:g}")
             res = run_detectors(detectors, ents, folder, folder / "detections.jsonl", progress=opts.progress)
-            _, crit = detector_rates(detectors, ents, res, [() for _ in ents], [], opts.bootstrap, opts.seed)
-        rows.append({"strength": s, "rates": {c: rate_with_ci(f, opts.bootstrap, opts.seed).to_json()
+            _, crit = detector_rates(detectors, ents, res, [() for _ in ents], [], opts.bootstrap, settings.seed,
+                                     criteria)
+        rows.append({"strength": s, "rates": {c: rate_with_ci(f, opts.bootstrap, settings.seed).to_json()
                                               for c, f in crit.items()}})
     return {"concept": {"pairs": len(pairs), "norm": float(vector.norm()),
                         "source": opts.attack_pairs or "built-in nudity pairs"},
@@ -352,13 +409,14 @@ def _write_outputs(res: dict[str, Any], out: Path, entries: Sequence[ImageEntry]
                    any_flag: list[bool], opts: EvaluationOptions) -> None:
     m, files = res["metrics"], res["files"]
     title = f"{res['name']} – {res['suite_title']}"
+    labels = report.criteria_labels(res)
     if "inappropriate" in m:
         files["categories_plot"] = report.plot_category_rates(m["inappropriate"], out / "categories.png",
-                                                              title=title).name
+                                                              title=title, labels=labels).name
     if "nudenet" in m:
         files["nudenet_plot"] = report.plot_nudenet_classes(m["nudenet"], out / "nudenet.png").name
     if "attack" in m:
-        files["attack_plot"] = report.plot_attack(m["attack"], out / "attack.png").name
+        files["attack_plot"] = report.plot_attack(m["attack"], out / "attack.png", labels=labels).name
     if "geneval" in m and "tasks" in m["geneval"]:
         files["geneval_plot"] = report.plot_geneval(m["geneval"], out / "geneval.png").name
     n = min(opts.grid_size, len(entries))

@@ -1,12 +1,15 @@
 """Image generation for evaluation: batched, seeded per image, resumable, named by case number.
 
 Image ``k`` of a record is drawn from ``torch.Generator().manual_seed(seed + k)`` (the record's seed, or the
-run's base seed when the file has none). Generators are created on the CPU and passed as a list, one per
+run's base seed when the file has none). A record's guidance scale is its file's unless ``force_guidance`` (then
+``guidance`` applies to every row, as I2P's and ESD's scripts do); with ``row_sizes`` a record's
+``width``/``height`` (I2P's ``sd_image_width``/``sd_image_height``) set its image size. Generators are created on the CPU and passed as a list, one per
 image, so an image does not depend on the batch it falls in nor on the device. Records that share a guidance
 scale are batched together (the scale is one number per pipeline call).
 
 Bundles with a VAE run through diffusers' ``StableDiffusionPipeline`` built from the bundle's parts, with
-the selected scheduler (``lms`` is the I2P convention; ``ddim``, ``pndm``, ``euler``, ``euler_a``, ``dpm``,
+the selected scheduler (``lms`` is the ESD / RECE / SafeDiffusion-R1 convention, ``pndm`` the pipeline's default
+that I2P and GenEval use; ``ddim``, ``pndm``, ``euler``, ``euler_a``, ``dpm``,
 ``heun``, ``ddpm``, ``unipc``). Pixel-space bundles (``vae is None``) use :func:`sample_images`, a plain
 scheduler loop with classifier-free guidance.
 
@@ -98,6 +101,8 @@ class GenerationSettings:
     layout: str = "flat"
     model: str = ""
     conditioning: str = ""
+    force_guidance: bool = False
+    row_sizes: bool = False
 
     def validate(self) -> None:
         if self.scheduler not in SCHEDULER_NAMES:
@@ -117,6 +122,9 @@ class GenerationSettings:
         """The settings that change pixels (batch size does not: generators are per image)."""
         d = asdict(self)
         d.pop("batch_size")
+        for k in ("force_guidance", "row_sizes"):  # absent when off: folders of earlier versions still resume
+            if not d[k]:
+                d.pop(k)
         return d
 
 
@@ -130,6 +138,7 @@ class ImageEntry:
     seed: int
     guidance: float
     meta: dict[str, Any] = field(default_factory=dict)
+    size: tuple[int, int] | None = None  # (width, height) at SD's 512 px scale; None: the run's resolution
 
     @property
     def key(self) -> tuple[int, int]:
@@ -149,11 +158,18 @@ def plan_images(records: Sequence[PromptRecord], settings: GenerationSettings) -
     out = []
     for r in records:
         seed = r.seed if r.seed is not None else settings.seed
-        guidance = r.guidance if r.guidance is not None else settings.guidance
+        guidance = settings.guidance if settings.force_guidance or r.guidance is None else r.guidance
+        size = (r.width, r.height) if settings.row_sizes and r.width and r.height else None
         for k in range(settings.images_per_prompt):
             out.append(ImageEntry(record=r, sample=k, path=Path(image_relpath(r.case_number, k, settings)),
-                                  seed=seed + k, guidance=float(guidance)))
+                                  seed=seed + k, guidance=float(guidance), size=size))
     return out
+
+
+def scaled_size(size: tuple[int, int], native: int, multiple: int) -> tuple[int, int]:
+    """``(width, height)`` given at SD's native 512 px, scaled to a model of ``native`` px and rounded to a
+    multiple of ``multiple`` (at least one): ``512 x 384`` stays itself for SD and is ``64 x 48`` at 64 px."""
+    return tuple(max(multiple, round(v * native / 512 / multiple) * multiple) for v in size)  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------------------------------------- sampling
@@ -214,8 +230,8 @@ def build_pipeline(bundle: ModelBundle, scheduler: Any) -> Any:
 
 
 ConditioningTransform = Callable[[torch.Tensor], torch.Tensor]
-# (prompts, seeds, guidance) -> uint8 images [B, H, W, 3]
-BatchGenerator = Callable[[list[str], list[int], float], np.ndarray]
+# (prompts, seeds, guidance, size) -> uint8 images [B, H, W, 3]; size: a row's (width, height) or None
+BatchGenerator = Callable[[list[str], list[int], float, "tuple[int, int] | None"], np.ndarray]
 
 
 class ImageGenerator:
@@ -246,21 +262,33 @@ class ImageGenerator:
         dtype = b.unet.dtype
         return cond.to(dtype), uncond.to(dtype)
 
+    def pixel_size(self, size: tuple[int, int] | None) -> tuple[int, int]:
+        """``(width, height)`` in pixels of an image whose row asks for ``size`` (at 512 px scale) or none."""
+        native = self.settings.resolution or self.bundle.image_size
+        if size is None:
+            return (native, native)
+        down = len(getattr(self.bundle.unet.config, "down_block_types", ())) or 1
+        return scaled_size(size, native, self.bundle.vae_scale_factor * 2 ** (down - 1))
+
     @torch.no_grad()
-    def __call__(self, prompts: list[str], seeds: list[int], guidance: float) -> np.ndarray:
-        """``[B, H, W, 3]`` uint8 images, image i seeded with ``seeds[i]``."""
+    def __call__(self, prompts: list[str], seeds: list[int], guidance: float,
+                 size: tuple[int, int] | None = None) -> np.ndarray:
+        """``[B, H, W, 3]`` uint8 images, image i seeded with ``seeds[i]``; ``size``: a row's (width, height)."""
         generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
         cond, uncond = self._embed(prompts)
         res = self.settings.resolution
         if self.pipe is not None:
-            size = res or self.bundle.image_size
+            width, height = self.pixel_size(size)
             images = self.pipe(prompt_embeds=cond, negative_prompt_embeds=uncond, guidance_scale=guidance,
-                               num_inference_steps=self.settings.steps, height=size, width=size,
+                               num_inference_steps=self.settings.steps, height=height, width=width,
                                generator=generators, output_type="np").images
             images = np.asarray(images, dtype=np.float32)
         else:
+            if size is not None and size[0] != size[1]:
+                raise UserError("per-row image sizes need a latent diffusion model (with a VAE)",
+                                "pass --no-row-sizes for this model")
             out = sample_images(self.bundle, self.scheduler, cond, uncond, generators,
-                                     self.settings.steps, guidance, res)
+                                self.settings.steps, guidance, res)
             images = out.permute(0, 2, 3, 1).float().cpu().numpy()
         return (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
 
@@ -303,6 +331,8 @@ class GenerationRun:
         r = e.record
         line = {"case_number": r.case_number, "sample": e.sample, "image": e.path.as_posix(), "prompt": r.prompt,
                 "seed": e.seed, "guidance": e.guidance}
+        if e.size is not None:
+            line["size"] = list(e.size)
         if r.categories:
             line["categories"] = list(r.categories)
         if r.hard is not None:
@@ -361,15 +391,17 @@ class GenerationRun:
             self._write_geneval_metadata()
         if generator is not None:
             bs = self.settings.batch_size
-            groups: dict[float, list[ImageEntry]] = {}
+            groups: dict[tuple[float, tuple[int, int] | None], list[ImageEntry]] = {}
             for e in todo:
-                groups.setdefault(e.guidance, []).append(e)
+                groups.setdefault((e.guidance, e.size), []).append(e)
             bar = tqdm(total=len(todo), desc=desc, unit="img", disable=not progress)
             with open(self.metadata_path, "a", encoding="utf-8") as meta:
-                for guidance, items in groups.items():
+                for (guidance, size), items in groups.items():
                     for start in range(0, len(items), bs):
                         batch = items[start:start + bs]
-                        images = generator([e.record.prompt for e in batch], [e.seed for e in batch], guidance)
+                        prompts, seeds = [e.record.prompt for e in batch], [e.seed for e in batch]
+                        images = (generator(prompts, seeds, guidance, size) if size is not None
+                                  else generator(prompts, seeds, guidance))
                         for e, img in zip(batch, images):
                             _save_png(img, self.out_dir / e.path)
                             meta.write(json.dumps(self._line(e)) + "\n")

@@ -6,18 +6,20 @@ detector results with prompts, and the I2P categories / ``hard`` flag used for p
 
 Suites and their files (``load_suite(name, path)``; without a path the public file is downloaded):
 
-=========  ==========================================================================================
-i2p        I2P (``AIML-TUDA/i2p`` on the hub: ``sd_seed`` / ``sd_guidance_scale``, no case numbers) or
-           the variant shipped by ESD/MACE/SAFREE (``evaluation_seed`` / ``evaluation_guidance`` /
-           ``case_number``). Categories are the comma-separated ``categories`` column.
-nudity     the UnlearnDiffAtk nudity set (I2P columns, 142 prompts).
-mma        MMA-Diffusion adversarial prompts: the ``adv_prompt`` column (``target_prompt`` and
-           ``clean_prompt`` are kept in ``extra``). No seeds: the run's base seed is used.
-coco       COCO captions with ``evaluation_seed`` and ``coco_id`` (the 10k subset of COCO-30k).
-geneval    GenEval ``evaluation_metadata.jsonl``: one JSON object per line (``tag``, ``include``,
-           ``prompt``); the case number is the line index, as GenEval's folder names expect.
-text       a plain file, one prompt per line (also ``.csv`` / ``.jsonl`` with a ``prompt`` column).
-=========  ==========================================================================================
+===========  ==========================================================================================
+i2p          I2P (``AIML-TUDA/i2p`` on the hub: ``sd_seed`` / ``sd_guidance_scale``, no case numbers) or
+             the variant shipped by ESD/MACE/SAFREE (``evaluation_seed`` / ``evaluation_guidance`` /
+             ``case_number``). Categories are the comma-separated ``categories`` column.
+nudity       the UnlearnDiffAtk nudity set (I2P columns, 142 prompts).
+mma          MMA-Diffusion adversarial prompts: the ``adv_prompt`` column (``target_prompt`` and
+             ``clean_prompt`` are kept in ``extra``). No seeds: the run's base seed is used.
+coco         COCO captions with ``evaluation_seed`` and ``coco_id`` (the 10k subset of COCO-30k).
+geneval      GenEval ``evaluation_metadata.jsonl``: one JSON object per line (``tag``, ``include``,
+             ``prompt``); the case number is the line index, as GenEval's folder names expect.
+ring-a-bell  Ring-A-Bell nudity prompts from SAFREE's ``datasets/nudity-ring-a-bell.csv`` (``sensitive prompt``,
+             79 rows); no seeds: the run's base seed is used.
+text         a plain file, one prompt per line (also ``.csv`` / ``.jsonl`` with a ``prompt`` column).
+===========  ==========================================================================================
 
 A missing column or a bad row raises a :class:`UserError` naming the file, the line and the fix.
 """
@@ -42,6 +44,8 @@ from safediffusion.registry import EVAL_SUITES
 SEED_COLUMNS = ("evaluation_seed", "sd_seed", "seed")
 GUIDANCE_COLUMNS = ("evaluation_guidance", "sd_guidance_scale", "guidance_scale", "guidance")
 CASE_COLUMNS = ("case_number",)
+WIDTH_COLUMNS = ("sd_image_width", "width")
+HEIGHT_COLUMNS = ("sd_image_height", "height")
 
 I2P_CATEGORIES = ("hate", "harassment", "violence", "self-harm", "sexual", "shocking", "illegal activity")
 
@@ -64,6 +68,8 @@ class PromptRecord:
     hard: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     line: int | None = None
+    width: int | None = None
+    height: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"case_number": self.case_number, "prompt": self.prompt}
@@ -77,6 +83,8 @@ class PromptRecord:
             out["hard"] = self.hard
         if self.extra:
             out["extra"] = self.extra
+        if self.width is not None and self.height is not None:
+            out["size"] = [self.width, self.height]
         return out
 
 
@@ -237,9 +245,12 @@ def load_i2p(path: str | Path, column: str = "prompt") -> list[PromptRecord]:
     cat_col = _require(path, header, ("categories",), "categories")
     case_col = _pick(header, CASE_COLUMNS)
     hard_col = _pick(header, ("hard",))
+    width_col, height_col = _pick(header, WIDTH_COLUMNS), _pick(header, HEIGHT_COLUMNS)
     records = []
     for index, (line, row) in enumerate(rows):
         categories = tuple(c.strip() for c in row[cat_col].split(",") if c.strip())
+        width = _size(row, width_col, path, line)
+        height = _size(row, height_col, path, line)
         records.append(PromptRecord(
             case_number=_parse_int(row[case_col], path, line, case_col) if case_col else index,
             prompt=row[prompt_col].strip(),
@@ -247,9 +258,19 @@ def load_i2p(path: str | Path, column: str = "prompt") -> list[PromptRecord]:
             guidance=_parse_float(row[guid_col], path, line, guid_col),
             categories=categories,
             hard=_parse_bool(row[hard_col], path, line, hard_col) if hard_col and row[hard_col].strip() else None,
-            line=line,
+            line=line, width=width, height=height,
         ))
     return _unique_cases(records, path)
+
+
+def _size(row: dict[str, str], col: str | None, path: Path, line: int) -> int | None:
+    if col is None or not row[col].strip():
+        return None
+    v = _parse_int(row[col], path, line, col)
+    if not 8 <= v <= 8192:
+        raise UserError(f"{path}, line {line}: column '{col}' must be an image size in pixels, found {v}",
+                        "fix the value")
+    return v
 
 
 def load_mma(path: str | Path, column: str = "adv_prompt") -> list[PromptRecord]:
@@ -366,6 +387,19 @@ def load_prompt_records(path: str | Path, column: str = "prompt") -> list[Prompt
     return _unique_cases(records, path)
 
 
+def load_ring_a_bell(path: str | Path, column: str = "sensitive prompt") -> list[PromptRecord]:
+    """Ring-A-Bell nudity prompts as SAFREE ships them (``sensitive prompt``, ``normal prompt``; 79 rows). No
+    seeds or guidance: the run's base seed and guidance apply. The case number is the row index."""
+    records = load_prompt_records(path, column=column)
+    header, rows = read_csv_rows(Path(path))
+    other = [c for c in ("normal prompt", "sensitive prompt") if c in header and c != column]
+    by_line = {line: row for line, row in rows}
+    for r in records:
+        row = by_line.get(r.line, {})
+        r.extra = {c: row[c] for c in other if c in row}
+    return records
+
+
 # ---------------------------------------------------------------------------------------------- registry
 
 
@@ -406,6 +440,10 @@ for _suite in (
                      url="https://raw.githubusercontent.com/djghosh13/geneval/main/prompts/evaluation_metadata.jsonl",
                      cache_name="geneval_evaluation_metadata.jsonl"),
           ()),
+    Suite("ring-a-bell", "Ring-A-Bell nudity prompts (SAFREE's copy)", load_ring_a_bell,
+          RemoteFile("SAFREE's Ring-A-Bell nudity CSV", "--prompts", url=f"{_SAFREE}/nudity-ring-a-bell.csv",
+                     cache_name="ring_a_bell_nudity.csv"),
+          ("nudenet", "q16"), "sensitive prompt"),
     Suite("text", "prompt file", load_prompt_records, None, ("nudenet", "q16"), "prompt"),
 ):
     SUITES.register(_suite.name, _suite)
