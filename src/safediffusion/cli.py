@@ -1,4 +1,4 @@
-"""``safediffusion`` command line: train | generate | evaluate | compare | table.
+"""``safediffusion`` command line: train | generate | evaluate | compare | coco-reference | table.
 
 Exit codes: 0 done; 2 bad input (one line on stderr, ``error: <problem>; <fix>``, including an output folder
 in use by another run); 3 training diverged (non-finite values for ``train.max_nonfinite_epochs`` epochs in a
@@ -77,8 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     if eval_commands is not None:
         for name, helptext in (("generate", "generate images for a prompt file"),
                                ("evaluate", "evaluate a model on a safety / quality suite"),
-                               ("compare", "side-by-side table of several evaluation runs")):
-            p = sub.add_parser(name, help=helptext)
+                               ("compare", "side-by-side table of several evaluation runs"),
+                               ("coco_reference", "build the COCO real-image folder for FID")):
+            p = sub.add_parser(name.replace("_", "-"), help=helptext)
             getattr(eval_commands, f"add_{name}_args")(p)
             p.set_defaults(func=getattr(eval_commands, f"run_{name}"))
     from safediffusion.registry import COMMANDS

@@ -90,6 +90,30 @@ def test_frechet_distance_closed_forms():
         feature_statistics(f[:1])
 
 
+@pytest.mark.parametrize(("n1", "n2", "d"), [(300, 200, 16), (5, 7, 40)])  # full rank; rank-deficient (n < D)
+def test_frechet_distance_matches_scipy_sqrtm(n1, n2, d):
+    from scipy import linalg
+
+    rng = np.random.default_rng(n1)
+    m1, s1 = feature_statistics(rng.normal(size=(n1, d)))
+    m2, s2 = feature_statistics(rng.normal(size=(n2, d)) @ rng.normal(size=(d, d)) * 0.3 + 1)
+    covmean = linalg.sqrtm(s1 @ s2)
+    covmean = (covmean[0] if isinstance(covmean, tuple) else covmean).real
+    want = float((m1 - m2) @ (m1 - m2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+    assert frechet_distance(m1, s1, m2, s2) == pytest.approx(want, rel=1e-6, abs=1e-6)
+
+
+@pytest.mark.parametrize(("n1", "n2", "d"), [(4, 6, 50), (60, 70, 8)])
+def test_frechet_distance_of_features_both_regimes(n1, n2, d):
+    from safediffusion.eval.metrics import frechet_distance_of_features
+
+    rng = np.random.default_rng(d)
+    f1, f2 = rng.normal(size=(n1, d)), rng.normal(size=(n2, d)) * 2 + 0.5
+    want = frechet_distance(*feature_statistics(f1), *feature_statistics(f2))
+    assert frechet_distance_of_features(f1, f2) == pytest.approx(want, rel=1e-7)
+    assert frechet_distance_of_features(f1, f1) == pytest.approx(0.0, abs=1e-8)
+
+
 def test_fid_with_pluggable_extractor(tmp_path):
     from PIL import Image
 

@@ -89,7 +89,13 @@ def add_evaluate_args(p: argparse.ArgumentParser) -> None:
                    help="compute the CLIP score (default on for coco)")
     d.add_argument("--no-clip-score", dest="clip_score", action="store_false")
     d.add_argument("--clip-model", default=DEFAULT_CLIP, help="CLIP for the CLIP score and FID features")
-    d.add_argument("--fid-reference", default=None, help="folder of real images for FID (e.g. COCO val2014)")
+    d.add_argument("--fid-reference", default=None,
+                   help="folder of real images for FID (build COCO's with `safediffusion coco-reference`)")
+    d.add_argument("--fid-features", default="clip", choices=["clip", "inception", "both"],
+                   help="FID features: CLIP image embeddings (offline with --clip-model), the Inception-v3 of "
+                        "published FIDs (torch-fidelity), or both (default clip)")
+    d.add_argument("--inception-weights", default=None,
+                   help="local weights-inception-2015-12-05-6726825d.pth (default: download into the cache)")
     d.add_argument("--geneval-results", default=None, help="GenEval's results.jsonl for these images (geneval)")
     d.add_argument("--column", default=None, help="prompt column of the file (default: the suite's, e.g. prompt; "
                    "SAFREE's Ring-A-Bell CSV: --suite text --column 'sensitive prompt')")
@@ -123,6 +129,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         nudenet_threshold=args.nudenet_threshold, nudenet_model=args.nudenet_model,
         nudenet_resolution=args.nudenet_resolution, q16_clip=args.q16_clip, q16_prompts=args.q16_prompts,
         clip_score=args.clip_score, clip_model=args.clip_model, fid_reference=args.fid_reference,
+        fid_features=args.fid_features, inception_weights=args.inception_weights,
         geneval_results=args.geneval_results, mma_column=args.mma_column, column=args.column, blur=not args.no_blur,
         bootstrap=args.bootstrap, attack=args.attack, attack_strengths=parse_strengths(args.attack_strengths),
         attack_pairs=args.attack_pairs, grid_size=args.grid_size, overwrite=args.overwrite,
@@ -145,8 +152,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         lines.append(f"  ASR ({labels.get(crit, crit)}): {pct(r['rate'])}")
     if "clip_score" in m:
         lines.append(f"  CLIP score: {m['clip_score']['mean']:.3f}")
-    if "fid" in m:
-        lines.append(f"  FID ({m['fid']['features']}): {m['fid']['value']:.3f}")
+    for key in ("fid", "fid_inception"):
+        if key in m:
+            lines.append(f"  FID ({m[key]['features']}): {m[key]['value']:.3f}")
     if "geneval" in m:
         ge = m["geneval"]
         lines.append(f"  GenEval: {pct(ge['overall'])}" if "overall" in ge else
@@ -174,6 +182,29 @@ def run_compare(args: argparse.Namespace) -> int:
     _, md = write_comparison(args.runs, args.out, names=names, include_paper=not args.no_paper)
     print(md)
     print(f"written to {Path(args.out) / 'compare.md'}", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- coco-reference
+
+
+def add_coco_reference_args(p: argparse.ArgumentParser) -> None:
+    p.description = ("Build the real-image folder for COCO FID: the val2014 images of the caption suite's "
+                     "coco_ids, center-cropped and resized (pass it to `evaluate --suite coco --fid-reference`).")
+    p.add_argument("--coco-dir", required=True, help="the unpacked COCO val2014/ folder")
+    p.add_argument("--out", required=True, help="folder to write the reference images into")
+    p.add_argument("--prompts", default=None, help="local copy of the COCO caption CSV (default: download)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N prompts (as evaluate --limit)")
+    p.add_argument("--size", type=int, default=512, help="square size in px (default 512; 0 copies the JPEGs)")
+
+
+def run_coco_reference(args: argparse.Namespace) -> int:
+    from safediffusion.eval.coco_reference import build_coco_reference
+    from safediffusion.eval.suites import load_suite
+
+    records = load_suite("coco", args.prompts, args.limit)
+    written = build_coco_reference(args.coco_dir, args.out, records, size=args.size)
+    print(f"{len(written)} reference images for {len(records)} captions in {args.out}")
     return 0
 
 

@@ -58,7 +58,8 @@ def _columns(run: dict[str, Any]) -> dict[str, Cell]:
     if "clip_score" in m:
         cols[f"CLIP score ({suite})"] = (f"{m['clip_score']['mean']:.2f}", m["clip_score"]["mean"])
     if "fid" in m:
-        cols[f"FID {m['fid'].get('kind', 'CLIP')} ({suite})"] = (f"{m['fid']['value']:.2f}", m["fid"]["value"])
+        kind = "CLIP" if str(m["fid"].get("features", "")).startswith("clip:") else m["fid"].get("features", "")
+        cols[f"FID {kind} ({suite})"] = (f"{m['fid']['value']:.2f}", m["fid"]["value"])
     if "fid_inception" in m:
         cols[f"FID Inception ({suite})"] = (f"{m['fid_inception']['value']:.2f}", m["fid_inception"]["value"])
     if "attack" in m:

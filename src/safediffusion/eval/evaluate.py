@@ -98,7 +98,9 @@ class EvaluationOptions:
     clip_score: bool | None = None
     clip_model: str = DEFAULT_CLIP
     fid_reference: str | None = None
-    fid_extractor: FeatureExtractor | None = None
+    fid_features: str = "clip"  # clip | inception | both
+    inception_weights: str | None = None
+    fid_extractor: FeatureExtractor | None = None  # replaces the CLIP features (tests, custom networks)
     geneval_results: str | None = None
     mma_column: str = "adv_prompt"
     column: str | None = None  # the prompt column of the suite's file (default: the suite's own)
@@ -288,6 +290,13 @@ def run_evaluation(opts: EvaluationOptions) -> dict[str, Any]:
     records = load_suite(opts.suite, opts.prompts, opts.limit, **kwargs)
     prompts_file = opts.prompts or (SUITES[opts.suite].source.where() if SUITES[opts.suite].source else "")
     reference = image_files(opts.fid_reference) if opts.fid_reference is not None else []
+    if opts.fid_features not in ("clip", "inception", "both"):
+        raise UserError(f"unknown --fid-features '{opts.fid_features}'", "pass clip, inception or both")
+    inception = None
+    if opts.fid_reference is not None and opts.fid_features in ("inception", "both"):
+        from safediffusion.eval.inception import InceptionFeatures
+
+        inception = InceptionFeatures(opts.inception_weights, device=device)  # fails fast on missing weights
     if opts.geneval_results is not None and opts.suite != "geneval":
         raise UserError("--geneval-results applies to --suite geneval", "drop the option or use --suite geneval")
     if opts.geneval_results is not None and not Path(opts.geneval_results).is_file():
@@ -334,11 +343,16 @@ def run_evaluation(opts: EvaluationOptions) -> dict[str, Any]:
                               for c, f in crit_flags.items()}
     if want_clip_score:
         metrics["clip_score"] = _clip_score(models, opts.clip_model, entries, image_root, opts)
-    if opts.fid_reference is not None:
+    generated = [image_root / e.path for e in entries]
+    if opts.fid_reference is not None and opts.fid_features in ("clip", "both"):
         extractor = opts.fid_extractor or ClipFeatures(models.image_encoder(opts.clip_model), opts.clip_model)
-        metrics["fid"] = {"value": fid([image_root / e.path for e in entries], reference, extractor),
-                          "features": extractor.name, "reference": str(opts.fid_reference),
-                          "n_generated": len(entries), "n_reference": len(reference)}
+        metrics["fid"] = {"value": fid(generated, reference, extractor), "features": extractor.name,
+                          "reference": str(opts.fid_reference), "n_generated": len(entries),
+                          "n_reference": len(reference)}
+    if inception is not None:
+        metrics["fid_inception"] = {"value": fid(generated, reference, inception), "features": inception.name,
+                                    "weights": inception.weights, "reference": str(opts.fid_reference),
+                                    "n_generated": len(entries), "n_reference": len(reference)}
     if opts.suite == "geneval":
         if geneval is not None:
             metrics["geneval"] = geneval

@@ -173,43 +173,50 @@ def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return f.mean(axis=0), np.cov(f, rowvar=False)
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
-                     eps: float = 1e-6) -> float:
-    """``|mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^{1/2})`` (Heusel et al. 2017).
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """``|mu1 - mu2|^2 + Tr(S1) + Tr(S2) - 2 Tr((S1 S2)^{1/2})`` (Heusel et al. 2017).
 
-    As in pytorch-fid: when ``S1 S2`` is singular, ``eps * I`` is added to both covariances; a negligible
-    imaginary part of the matrix square root (numerical noise) is dropped.
+    ``Tr((S1 S2)^{1/2})`` is computed as ``Σ_i sqrt(λ_i)`` over the eigenvalues of the symmetric PSD matrix
+    ``S1^{1/2} S2 S1^{1/2}`` (similar to ``S1 S2``), with two symmetric eigendecompositions; eigenvalues below
+    zero (rounding) count as zero. It equals pytorch-fid's ``scipy.linalg.sqrtm`` value to rounding and takes
+    seconds instead of tens of seconds at 2048 dimensions.
     """
     mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
     sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
     diff = mu1 - mu2
-    covmean = _sqrtm(sigma1.dot(sigma2))
-    if not np.isfinite(covmean).all():
-        offset = np.eye(sigma1.shape[0]) * eps
-        covmean = _sqrtm((sigma1 + offset).dot(sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise ValueError(f"imaginary component {np.max(np.abs(covmean.imag))} in the matrix square root")
-        covmean = covmean.real
-    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt_product(sigma1, sigma2))
 
 
-def _sqrtm(a: np.ndarray) -> np.ndarray:
-    import warnings
+def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
+    """``Tr((S1 S2)^{1/2})`` for symmetric PSD ``S1, S2 [D, D]`` (see :func:`frechet_distance`)."""
+    w, v = np.linalg.eigh((sigma1 + sigma1.T) / 2)
+    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    m = root1 @ sigma2 @ root1
+    lam = np.linalg.eigvalsh((m + m.T) / 2)
+    return float(np.sqrt(np.clip(lam, 0, None)).sum())
 
-    from scipy import linalg
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # singular products warn; handled by the caller
-        out = linalg.sqrtm(a)
-    return out[0] if isinstance(out, tuple) else out
+def frechet_distance_of_features(f1: np.ndarray, f2: np.ndarray) -> float:
+    """:func:`frechet_distance` of the statistics of ``f1 [N1, D]`` and ``f2 [N2, D]``.
+
+    With fewer samples than dimensions it uses the centred features ``A_i`` (``S_i = A_iᵀ A_i / (N_i − 1)``):
+    the non-zero eigenvalues of ``S1 S2`` are the squared singular values of ``A1 A2ᵀ / sqrt((N1−1)(N2−1))``, so
+    ``Tr((S1 S2)^{1/2})`` is that matrix's nuclear norm: an ``N1 x N2`` SVD instead of ``D x D`` eigenproblems.
+    """
+    m1, s1 = feature_statistics(f1)
+    m2, s2 = feature_statistics(f2)
+    n1, n2, d = f1.shape[0], f2.shape[0], f1.shape[1]
+    if min(n1, n2) >= d:
+        return frechet_distance(m1, s1, m2, s2)
+    a1, a2 = np.asarray(f1, dtype=np.float64) - m1, np.asarray(f2, dtype=np.float64) - m2
+    nuclear = np.linalg.svd(a1 @ a2.T, compute_uv=False).sum() / np.sqrt((n1 - 1) * (n2 - 1))
+    diff = m1 - m2
+    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * nuclear)
 
 
 def fid(generated: Sequence[Path], reference: Sequence[Path], extractor: FeatureExtractor | Callable) -> float:
     """FID between two image sets under ``extractor``'s features."""
-    m1, s1 = feature_statistics(extractor(generated))
-    m2, s2 = feature_statistics(extractor(reference))
-    return frechet_distance(m1, s1, m2, s2)
+    return frechet_distance_of_features(np.asarray(extractor(generated)), np.asarray(extractor(reference)))
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")

@@ -255,10 +255,13 @@ def render_markdown(results: dict[str, Any]) -> str:
         ci = f"95% CI [{cs['low']:.3f}, {cs['high']:.3f}], " if cs.get("low") is not None else ""
         out.append(f"\n## CLIP score\n\n{cs['mean']:.3f} ({ci}{cs['n']} images, `{cs['model']}`; "
                    "100 * max(cos, 0))\n")
-    if "fid" in m:
-        f = m["fid"]
-        out.append(f"\n## FID\n\n{f['value']:.3f} with features `{f['features']}` against {f['n_reference']} "
-                   f"reference images (`{f['reference']}`) and {f['n_generated']} generated images.\n")
+    fids = [m[k] for k in ("fid_inception", "fid") if k in m]
+    if fids:
+        out.append("\n## FID\n\n")
+        out.append(markdown_table(["features", "FID", "generated / reference images"], [
+            [f"`{f['features']}`", f"{f['value']:.3f}", f"{f['n_generated']} / {f['n_reference']}"] for f in fids]))
+        out.append(f"\nReference images: `{fids[0]['reference']}`. Inception FID is what papers report; CLIP FID "
+                   "(Kynkäänniemi et al. 2023) runs offline with any CLIP.\n")
     if "geneval" in m:
         ge = m["geneval"]
         out.append("\n## GenEval\n\n")
