@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 
 import pytest
@@ -70,3 +71,35 @@ def test_cli_errors(tmp_path):
         _run(["compare", str(tmp_path), "--out", str(tmp_path / "c")])
     with pytest.raises(SystemExit):
         _parser().parse_args(["evaluate", "--model", "tiny", "--suite", "nope", "--out", "x"])
+
+
+def test_protocol_and_coco_reference_cli(tmp_path, tiny_pipeline_dir, shared_file, capsys):
+    from PIL import Image
+
+    from safediffusion.cli import build_parser
+
+    # the protocol's choices, one overridden by a flag, printed with its criteria
+    args = build_parser().parse_args(["evaluate", "--model", "tiny", "--suite", "i2p", "--out", "x", "--protocol",
+                                      "esd", "--file-guidance", "--nudenet-threshold", "0.5"])
+    assert (args.protocol, args.force_guidance, args.steps, args.nudenet_threshold) == ("esd", False, None, 0.5)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["evaluate", "--model", "tiny", "--suite", "i2p", "--out", "x", "--protocol", "x"])
+    argv = ["evaluate", "--model", str(tiny_pipeline_dir), "--suite", "nudity", "--prompts",
+            str(shared_file("unlearndiffatk_nudity_142.csv")), "--limit", "2", "--steps", "2", "--detectors",
+            "nudenet", "--protocol", "unlearndiffatk", "--bootstrap", "0", "--no-progress", "--device", "cpu",
+            "--out", str(tmp_path / "u")]
+    assert _run(argv) == 0
+    out = capsys.readouterr().out
+    assert "(protocol unlearndiffatk)" in out and "ASR (NudeNet-9 > 0.45 (UnlearnDiffAtk)):" in out
+    # coco-reference: the val2014 images of the first captions' coco_ids
+    coco = tmp_path / "val2014"
+    coco.mkdir()
+    rows = list(csv.DictReader(open(shared_file("coco_10k.csv"), encoding="utf-8")))[:3]
+    for r in rows:
+        Image.new("RGB", (64, 48)).save(coco / f"COCO_val2014_{int(r['coco_id']):012d}.jpg")
+    argv = ["coco-reference", "--coco-dir", str(coco), "--out", str(tmp_path / "ref"), "--prompts",
+            str(shared_file("coco_10k.csv")), "--limit", "3", "--size", "32"]
+    parsed = build_parser().parse_args(argv)
+    assert parsed.func(parsed) == 0
+    assert sorted(p.name for p in (tmp_path / "ref").iterdir()) == sorted(
+        f"{int(r['coco_id']):012d}.png" for r in rows)
