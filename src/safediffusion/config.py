@@ -140,6 +140,16 @@ class TrainConfig:
     ``max_nonfinite_epochs``: an update whose reward, advantage, loss or gradient is not finite is skipped
     (with a warning, counted in ``metrics.jsonl``); this many such epochs in a row stop the run (exit code 3)
     without writing ``final/``.
+
+    Which transitions are trained: ``W = round(num_steps * timestep_window)`` first steps are eligible and
+    ``K = int(W * timestep_fraction)`` of them are trained per sample. ``timestep_selection``: ``random`` trains a
+    random ``K`` of the ``W`` (a new draw per sample and epoch); ``first`` trains the first ``K`` steps, in an order
+    shuffled per sample (the paper's code: the first 49 of 50, never the last).
+
+    ``adv_std``: the group standard deviation in ``A = (r - mean) / (std + adv_eps)``: ``population`` (divide by
+    G) or ``unbiased`` (divide by G - 1, ``torch.std``'s default, the paper's code with ``adv_eps = 1e-8``).
+    ``shuffle_samples``: shuffle the samples before cutting them into minibatches of ``train_batch_size``; off,
+    the minibatches are consecutive samples in rollout order (the paper's code).
     """
 
     epochs: int = 300
@@ -149,12 +159,15 @@ class TrainConfig:
     train_batch_size: int = 8
     timestep_fraction: float = 0.98
     timestep_window: float = 1.0
+    timestep_selection: Literal["random", "first"] = "random"
     deterministic_after_window: bool = False
     inner_epochs: int = 1
     gradient_accumulation_steps: int = 1
     clip_range: float = 1e-4
     adv_clip_max: float = 2.5
     adv_eps: float = 1e-4
+    adv_std: Literal["population", "unbiased"] = "population"
+    shuffle_samples: bool = True
     per_prompt_stat_tracking: bool = False
     stat_tracking_buffer: int = 32
     stat_tracking_min_count: int = 16
@@ -185,6 +198,7 @@ class TrainConfig:
         _check(self.gradient_accumulation_steps >= 1, "train.gradient_accumulation_steps", "must be >= 1")
         _check(self.clip_range > 0, "train.clip_range", "must be > 0")
         _check(self.adv_clip_max > 0, "train.adv_clip_max", "must be > 0")
+        _check(self.adv_eps > 0, "train.adv_eps", "must be > 0 (a group of equal rewards has std 0)")
         _check(self.kl_beta >= 0, "train.kl_beta", "must be >= 0")
         _check(self.learning_rate > 0, "train.learning_rate", "must be > 0")
         _check(self.max_grad_norm > 0, "train.max_grad_norm", "must be > 0")

@@ -26,10 +26,21 @@ from safetensors import SafetensorError
 
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 
+def _dcp_errors() -> tuple[type[BaseException], ...]:
+    """torch.distributed.checkpoint's error (FSDP2's sharded checkpoints), a BaseException, not an Exception."""
+    try:
+        from torch.distributed.checkpoint.api import CheckpointException
+    except ImportError:  # a torch build without torch.distributed
+        return ()
+    return (CheckpointException,)
+
+
 #: What loading a truncated, corrupt or incomplete checkpoint raises (safetensors, torch.load's zip reader and
-#: weights-only unpickler, json, missing files or keys). Out-of-memory errors are not among them.
-CHECKPOINT_LOAD_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError, SafetensorError, RuntimeError,
-                                                       EOFError, pickle.UnpicklingError, KeyError)
+#: weights-only unpickler, json, missing files or keys, torch.distributed.checkpoint). Out-of-memory errors are
+#: not among them.
+CHECKPOINT_LOAD_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, SafetensorError, RuntimeError,
+                                                           EOFError, pickle.UnpicklingError, KeyError,
+                                                           *_dcp_errors())
 
 
 def checkpoint_dir(output_dir: Path, epoch: int) -> Path:

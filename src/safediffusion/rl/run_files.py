@@ -44,6 +44,7 @@ def write_run_info(output_dir: Path, cfg: Config, accelerator: Any, reward: Any)
     info = {
         "seed": cfg.seed,
         "num_processes": accelerator.num_processes,
+        "distributed_type": str(getattr(accelerator, "distributed_type", "NO")),
         "mixed_precision": cfg.train.mixed_precision,
         "device": str(accelerator.device),
         "versions": package_versions(),

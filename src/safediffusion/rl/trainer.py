@@ -11,11 +11,27 @@ K = ``int(W * train.timestep_fraction)``):
    ``cos(z_img, normalize(z_text + alpha * v_safe))``).
 3. **Advantages.** ``A = clip((r - mean_group) / (std_group + eps), +-c)`` per prompt group (or per-prompt stats
    across epochs).
-4. **Update.** For every sample, a shuffled subset of K of its first W transitions; for each minibatch and step the
-   PPO-clip loss ``max(-A rho, -A clip(rho, 1-eps, 1+eps))`` with ``rho = exp(log p_theta - log p_old)``, plus
-   ``beta * KL(p_theta || p_ref)`` (the frozen base: the LoRA adapter switched off, or a frozen copy of a fully
-   fine-tuned UNet). Gradients accumulate over the K steps (and ``train.gradient_accumulation_steps``
-   minibatches) per optimizer step; AdamW; gradient clipping.
+   ``std`` is the population or the unbiased (``train.adv_std``) standard deviation.
+4. **Update.** For every sample, K of its first W transitions in a per-sample shuffled order: a random K of the W
+   (``train.timestep_selection: random``) or the first K (``first``). The B samples are cut into minibatches of
+   ``M = train.train_batch_size`` (shuffled, or in rollout order). For each minibatch and step ``j < K`` (a
+   *micro-step*) the PPO-clip loss ``max(-A rho, -A clip(rho, 1-eps, 1+eps))`` with
+   ``rho = exp(log p_theta - log p_old)``, plus ``beta * KL(p_theta || p_ref)`` (the frozen base: the LoRA
+   adapter switched off, or a frozen copy of a fully fine-tuned UNet). The gradient of one optimizer step is the
+   mean over its ``K * train.gradient_accumulation_steps`` micro-steps, so an epoch takes
+   ``inner_epochs * ceil(ceil(B / M) / gradient_accumulation_steps)`` AdamW steps (the paper: 64 / 4 = 16), each
+   after clipping the gradient norm of the parameters the optimizer holds to ``train.max_grad_norm``.
+
+On-policy check: the first micro-step of an epoch runs before its first optimizer step, so ``rho`` must be 1;
+``first_log_ratio_max_abs``, ``first_ratio_max_abs_dev`` (``max |rho - 1|``) and ``first_clipfrac`` in
+``metrics.jsonl`` measure it. It is exactly 1 when the update runs the UNet on the same batch shape as the
+rollout (``train.train_batch_size == train.sample_batch_size``): under bf16, GEMMs of other shapes round
+differently, and with CFG 5 the difference can use up a sizeable part of a 1e-4 clip range.
+
+Distributed backends (:func:`check_distributed_backend`): DDP and FSDP2 (``fully_shard``; the optimizer's
+parameters are the sharded ones, and ``final/`` is written from the gathered full state dict). DeepSpeed and
+FSDP1 are refused: accelerate's DeepSpeed ``backward`` steps the engine after every micro-step unless the
+trainer drives accelerate's accumulation, which the GRPO update (with its skip of non-finite steps) does not.
 
 Every random draw (prompts, initial noise, per-step noise, timestep order) is seeded by
 ``(seed, epoch, rank)``, so a run resumed from a checkpoint ends with the same weights as an uninterrupted one.
@@ -43,7 +59,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from tqdm.auto import tqdm
 
 from safediffusion.config import Config, save_config
@@ -83,6 +99,61 @@ def _seed_for(*parts: int) -> int:
     return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
 
 
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """The local shard of a DTensor (FSDP2 parameters and gradients), a plain tensor as it is."""
+    to_local = getattr(t, "to_local", None)
+    return to_local() if callable(to_local) else t
+
+
+def _full_float(t: torch.Tensor | float) -> float:
+    """A scalar as a float; a DTensor (e.g. FSDP2's total grad norm) is first gathered (collective)."""
+    full = getattr(t, "full_tensor", None)
+    return float(full() if callable(full) else t)
+
+
+_SUPPORTED = "launch with configs/accelerate/multi_gpu.yaml (DDP) or configs/accelerate/fsdp.yaml (FSDP2)"
+
+
+def check_distributed_backend(accelerator: Accelerator | None = None) -> None:
+    """Raise :class:`UserError` (one line, exit 2) for a backend the GRPO update does not run correctly.
+
+    Without ``accelerator`` the check reads what ``accelerate launch`` put in the environment, before an
+    ``Accelerator`` (which would import DeepSpeed) is built.
+
+    - **DeepSpeed** is refused. Its engine owns the optimizer step: accelerate's ``backward`` calls
+      ``engine.step()`` whenever ``sync_gradients`` holds, which is after every micro-step unless the loop runs
+      inside ``accelerator.accumulate`` with the engine's ``gradient_accumulation_steps`` equal to the micro-steps
+      per update; ``no_sync`` does nothing for ZeRO >= 2, the wrapped optimizer's ``step`` / ``zero_grad`` are
+      no-ops, and the clip norm comes from the DeepSpeed config. A run would take ``K`` AdamW steps per minibatch
+      (49 x 32 per epoch with the old paper config) and report nothing wrong.
+    - **FSDP version 1** is refused (FSDP2, ``fsdp_version: 2``, is supported and tested).
+    - **Megatron-LM** is refused.
+    """
+    import os
+
+    if accelerator is None:
+        env = os.environ
+        if env.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+            kind, version = DistributedType.DEEPSPEED, None
+        elif env.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+            kind, version = DistributedType.FSDP, int(env.get("FSDP_VERSION", "1"))
+        elif env.get("ACCELERATE_USE_MEGATRON_LM", "false").lower() == "true":
+            kind, version = DistributedType.MEGATRON_LM, None
+        else:
+            return
+    else:
+        kind = accelerator.distributed_type
+        version = 2 if kind == DistributedType.FSDP and accelerator.is_fsdp2 else 1
+    if kind == DistributedType.DEEPSPEED:
+        raise UserError("DeepSpeed is not supported by 'safediffusion train' (its engine would take an optimizer "
+                        "step after every timestep of the GRPO update)", _SUPPORTED)
+    if kind == DistributedType.FSDP and version != 2:
+        raise UserError("FSDP version 1 is not supported by 'safediffusion train'",
+                        "set fsdp_version: 2 in the accelerate config, as configs/accelerate/fsdp.yaml does")
+    if kind == DistributedType.MEGATRON_LM:
+        raise UserError("Megatron-LM is not supported by 'safediffusion train'", _SUPPORTED)
+
+
 class GRPOTrainer:
     """Build with a validated :class:`Config`; :meth:`train` runs (or resumes) and returns ``OUTPUT/final``.
 
@@ -93,6 +164,7 @@ class GRPOTrainer:
     def __init__(self, cfg: Config, output_dir: str | Path, accelerator: Accelerator | None = None) -> None:
         self.cfg = cfg
         self.output_dir = Path(output_dir)
+        check_distributed_backend(accelerator)  # before an Accelerator (and DeepSpeed) is built
         check_unlocked(self.output_dir)  # fail fast; train() takes the lock
         tc = cfg.train
         self.prompts: PromptMixer = build_prompt_mixer(cfg.data, cfg.seed, cfg.resolve_path)
@@ -109,7 +181,13 @@ class GRPOTrainer:
             project_dir=str(self.output_dir / "logs"),
         )
         acc = self.accelerator
+        check_distributed_backend(acc)
         set_seed(cfg.seed)  # same LoRA init on every process
+        if acc.is_main_process and tc.mixed_precision != "no" and tc.sample_batch_size != tc.train_batch_size:
+            print(f"warning: train.sample_batch_size ({tc.sample_batch_size}) != train.train_batch_size "
+                  f"({tc.train_batch_size}) under {tc.mixed_precision}: the rollout and the update run the UNet on "
+                  f"different batch shapes, which round differently, so the PPO ratio is not 1 before the first "
+                  f"update (first_ratio_max_abs_dev in metrics.jsonl)", file=sys.stderr, flush=True)
 
         self.bundle: ModelBundle = load_bundle(cfg.model.pretrained, cfg.model.revision, cfg.model.tiny_seed)
         self.reward = build_reward(cfg.reward, device=acc.device, base_dir=cfg.base_dir)
@@ -141,10 +219,15 @@ class GRPOTrainer:
         if cfg.model.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
         unet.to(acc.device)
-        self.params = [p for p in unet.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=tc.learning_rate, betas=(tc.adam_beta1, tc.adam_beta2),
-                                           weight_decay=tc.weight_decay, eps=tc.adam_eps)
-        self.unet, self.optimizer = acc.prepare(unet, self.optimizer)
+        self._unet_class, self._unet_config = type(unet), unet.config  # to rebuild a plain UNet for final/
+        optimizer = torch.optim.AdamW([p for p in unet.parameters() if p.requires_grad], lr=tc.learning_rate,
+                                      betas=(tc.adam_beta1, tc.adam_beta2), weight_decay=tc.weight_decay,
+                                      eps=tc.adam_eps)
+        self.unet, self.optimizer = acc.prepare(unet, optimizer)
+        # The parameters the optimizer updates, taken after prepare: FSDP2's fully_shard replaces every
+        # Parameter by a sharded DTensor (and accelerate points the optimizer at the new ones), so a list taken
+        # before would hold stale tensors without gradients, and clipping them would clip nothing.
+        self.params: list[torch.Tensor] = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.stat_tracker = (PerPromptStatTracker(tc.stat_tracking_buffer, tc.stat_tracking_min_count)
                              if tc.per_prompt_stat_tracking else None)
         with torch.no_grad():
@@ -239,7 +322,7 @@ class GRPOTrainer:
         return tc.inner_epochs * math.ceil(micro / (self.num_train_timesteps * tc.gradient_accumulation_steps))
 
     def _params_finite(self) -> bool:
-        norm = torch.nn.utils.get_total_norm([p.detach() for p in self.params], norm_type=math.inf)
+        norm = torch.nn.utils.get_total_norm([_local(p.detach()) for p in self.params], norm_type=math.inf)
         return not self._any(not bool(torch.isfinite(norm)))
 
     # ------------------------------------------------------------------ one epoch
@@ -275,10 +358,11 @@ class GRPOTrainer:
     def _advantages(self, batch: dict[str, Any]) -> torch.Tensor:
         tc = self.cfg.train
         rewards = batch["rewards"]
+        unbiased = tc.adv_std == "unbiased"
         if self.stat_tracker is not None:
-            adv = self.stat_tracker.update(batch["prompts"], rewards.numpy(), tc.adv_eps, tc.adv_clip_max)
+            adv = self.stat_tracker.update(batch["prompts"], rewards.numpy(), tc.adv_eps, tc.adv_clip_max, unbiased)
             return torch.as_tensor(adv, dtype=torch.float32)
-        return group_advantages(rewards, tc.group_size, tc.adv_eps, tc.adv_clip_max)
+        return group_advantages(rewards, tc.group_size, tc.adv_eps, tc.adv_clip_max, unbiased)
 
     def _transition(self, unet: torch.nn.Module, latents: torch.Tensor, next_latents: torch.Tensor,
                     timesteps: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -305,14 +389,25 @@ class GRPOTrainer:
     def _sample_order(self, B: int, gen: torch.Generator) -> torch.Tensor:
         """A permutation of the ``B`` samples for minibatching. When ``train_batch_size`` is a multiple of
         ``group_size`` whole groups are shuffled, so every optimizer step sees complete groups, whose
-        advantages sum to zero (as the paper's code and Flow-GRPO batch them)."""
+        advantages sum to zero (as Flow-GRPO batches them). With ``train.shuffle_samples: false`` the samples stay
+        in rollout order (the paper's code: consecutive samples, i.e. parts of one group, per minibatch)."""
         G, mb = self.cfg.train.group_size, self.cfg.train.train_batch_size
+        if not self.cfg.train.shuffle_samples:
+            return torch.arange(B)
         if mb % G or B % G:
             return torch.randperm(B, generator=gen)
         groups = torch.randperm(B // G, generator=gen)
         return (groups[:, None] * G + torch.arange(G)).reshape(-1)
 
+    def _timestep_order(self, B: int, W: int, K: int, gen: torch.Generator) -> torch.Tensor:
+        """``[B, K]`` step indices per sample, each row in its own random order: a random ``K`` of the first ``W``
+        steps (``timestep_selection: random``) or the first ``K`` (``first``)."""
+        pool = K if self.cfg.train.timestep_selection == "first" else W
+        return torch.stack([torch.randperm(pool, generator=gen)[:K] for _ in range(B)])
+
     def _update(self, epoch: int, batch: dict[str, Any], advantages: torch.Tensor) -> dict[str, float]:
+        """The PPO-clip update of one epoch (module docstring, step 4); returns per-micro-step means of the loss
+        statistics, the on-policy check of the first micro-step and the count of skipped optimizer steps."""
         cfg, acc = self.cfg, self.accelerator
         tc = cfg.train
         rollout = batch["rollout"]
@@ -323,10 +418,11 @@ class GRPOTrainer:
         device = acc.device
         sums: dict[str, float] = {}
         count = skipped = 0
+        first: dict[str, float] = {}
         self.unet.train()
         for _inner in range(tc.inner_epochs):
             order = self._sample_order(B, gen)
-            steps = torch.stack([torch.randperm(W, generator=gen)[:K] for _ in range(B)])  # [B, K]
+            steps = self._timestep_order(B, W, K, gen)  # [B, K]
             minibatches = [order[i:i + tc.train_batch_size] for i in range(0, B, tc.train_batch_size)]
             micro = [(mb, j) for mb in minibatches for j in range(K)]
             per_update = K * tc.gradient_accumulation_steps
@@ -349,6 +445,11 @@ class GRPOTrainer:
                         with acc.autocast():
                             log_prob, mean, std = self._transition(self.unet, lat, nxt, t, cond)
                         loss, stats = ppo_clip_loss(log_prob.float(), old_lp.float(), adv, tc.clip_range)
+                        if not first:  # before this epoch's first optimizer step: the policy is the rollout's
+                            log_ratio = log_prob.detach().float() - old_lp.float()
+                            first = {"first_log_ratio_max_abs": float(log_ratio.abs().max()),
+                                     "first_ratio_max_abs_dev": float(torch.expm1(log_ratio).abs().max()),
+                                     "first_clipfrac": float(stats["clipfrac"])}
                         if tc.kl_beta > 0:
                             with acc.autocast():
                                 ref_mean = self._reference_mean(lat, nxt, t, cond)
@@ -361,10 +462,10 @@ class GRPOTrainer:
                         sums[k] = sums.get(k, 0.0) + float(v)
                     count += 1
                     bar.update(1)
-                grad_norm = acc.clip_grad_norm_(self.params, tc.max_grad_norm)
-                sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(grad_norm) * len(update)
+                grad_norm = _full_float(acc.clip_grad_norm_(self.params, tc.max_grad_norm))
+                sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm * len(update)
                 # a non-finite loss or gradient on any process: skip this optimizer step everywhere
-                if self._any(not (math.isfinite(float(grad_norm)) and math.isfinite(update_loss))):
+                if self._any(not (math.isfinite(grad_norm) and math.isfinite(update_loss))):
                     skipped += 1
                 else:
                     self.optimizer.step()
@@ -372,15 +473,22 @@ class GRPOTrainer:
                 self.optimizer.zero_grad(set_to_none=True)
             bar.close()
         self.unet.eval()
-        return {**{k: v / max(count, 1) for k, v in sums.items()}, "skipped_updates": float(skipped)}
+        return {**{k: v / max(count, 1) for k, v in sums.items()}, **first, "skipped_updates": float(skipped)}
+
+    def _reduce_stat(self, key: str, value: float) -> float:
+        """Across processes: the maximum of ``*_max_*`` statistics, the mean of the others (collective)."""
+        acc = self.accelerator
+        t = torch.tensor([value], device=acc.device)
+        if "_max_" in key:
+            return float(acc.gather(t).max())
+        return float(acc.reduce(t, "mean"))
 
     def _log_epoch(self, epoch: int, batch: dict[str, Any], train_stats: dict[str, float],
                    timing: dict[str, float], metrics: MetricsWriter) -> None:
         acc, tc = self.accelerator, self.cfg.train
         rewards = acc.gather(batch["rewards"].to(acc.device)).cpu()
         unsafe = acc.gather(batch["is_unsafe"].to(acc.device)).cpu().bool()
-        train_stats = {k: float(acc.reduce(torch.tensor(v, device=acc.device), "mean")) for k, v in
-                       sorted(train_stats.items())}
+        train_stats = {k: self._reduce_stat(k, v) for k, v in sorted(train_stats.items())}
         groups = rewards.view(-1, tc.group_size)
         record = {
             "epoch": epoch + 1,
@@ -514,15 +622,17 @@ class GRPOTrainer:
         acc = self.accelerator
         final = self.output_dir / "final"
         acc.wait_for_everyone()
+        # the full state dict: collective under FSDP2 (the shards are gathered; the main process gets it)
+        state = acc.get_state_dict(self.unet)
         if acc.is_main_process:
             tmp = final.with_name("final.tmp")
             if tmp.exists():
                 shutil.rmtree(tmp)
-            unet = self._unwrapped()
             if self.cfg.model.use_lora:
-                save_lora(unet, tmp, base=self.cfg.model.pretrained)
+                save_lora(self._unwrapped(), tmp, base=self.cfg.model.pretrained, state_dict=state)
             else:
-                fp32 = copy.deepcopy(unet).to("cpu").float()
+                fp32 = self._unet_class.from_config(self._unet_config)
+                fp32.load_state_dict({k: v.detach().to("cpu", torch.float32) for k, v in state.items()})
                 self.bundle.save_pretrained(tmp, unet=fp32)
             if final.exists():
                 shutil.rmtree(final)
@@ -531,13 +641,18 @@ class GRPOTrainer:
         return final
 
 
-def save_lora(unet: torch.nn.Module, directory: Path, base: str) -> None:
+def save_lora(unet: torch.nn.Module, directory: Path, base: str,
+              state_dict: dict[str, torch.Tensor] | None = None) -> None:
+    """The LoRA layers of ``unet`` (taken from ``state_dict`` when given, e.g. FSDP2's gathered one) as diffusers'
+    ``pytorch_lora_weights.safetensors`` plus ``safediffusion.json`` (the base model)."""
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
     directory.mkdir(parents=True, exist_ok=True)
-    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    if state_dict is not None:
+        state_dict = {k: v.detach().to("cpu") for k, v in state_dict.items()}
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet, state_dict=state_dict))
     StableDiffusionPipeline.save_lora_weights(directory, unet_lora_layers=layers, safe_serialization=True)
     (directory / "safediffusion.json").write_text(json.dumps(lora_metadata(base), indent=2))
 
