@@ -64,7 +64,52 @@ def test_first_ratio_is_one(tmp_path):
     with torch.no_grad():
         lp, _, _ = trainer._transition(trainer.unet, rollout.latents[:, 0], rollout.next_latents[:, 0],
                                        t[:1].expand(rollout.batch_size), batch["cond"])
-    assert torch.allclose(lp, rollout.log_probs[:, 0], atol=1e-5)
+    assert torch.equal(lp, rollout.log_probs[:, 0])  # bit-exact: the update recomputes the rollout's math
+
+
+def test_first_micro_step_is_on_policy_every_epoch(tiny_run):
+    """metrics.jsonl's on-policy check. tiny.yaml samples in chunks of 8 and trains on shuffled minibatches of 4:
+    other GEMM shapes and row positions round differently even in float32 on a CPU (~1e-7 here), far inside the
+    1e-4 clip range; test_paper_recipe_options_end_to_end has the exact case."""
+    metrics = [json.loads(x) for x in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 3
+    for m in metrics:
+        assert m["first_log_ratio_max_abs"] < 1e-6 and m["first_clipfrac"] == 0.0
+        assert m["first_ratio_max_abs_dev"] < 1e-6
+        assert m["clipfrac"] > 0  # later micro-steps, after optimizer steps, do move the ratio
+
+
+def test_first_ratio_check_measures_an_off_policy_rollout(tmp_path):
+    """The check is not vacuous: old log-probs off by 1e-3 (10x the clip range) show up as such."""
+    cfg = load_config("configs/tiny.yaml", ["train.epochs=1", "logging.tensorboard=false"])
+    trainer = GRPOTrainer(cfg, tmp_path / "r")
+    batch = trainer._rollout(0)
+    batch["rollout"].log_probs.sub_(1e-3)
+    stats = trainer._update(0, batch, torch.linspace(-1, 1, batch["rewards"].numel()))
+    assert stats["first_log_ratio_max_abs"] == pytest.approx(1e-3, rel=1e-3)
+    assert stats["first_ratio_max_abs_dev"] == pytest.approx(math.expm1(1e-3), rel=1e-3)
+    assert stats["first_clipfrac"] == 1.0
+
+
+def test_paper_recipe_options_end_to_end(tmp_path):
+    """sd15-paper's recipe options on the tiny model: rollout chunks = minibatches (4), minibatches in rollout
+    order, the first K steps shuffled per sample, unbiased std + 1e-8, one x_T per group: one AdamW step per
+    minibatch, and the first ratio exactly 1 (bit-exact log-ratio 0: every minibatch is one rollout chunk, so the
+    UNet sees the same rows in the same batch positions and shape as in the rollout)."""
+    from safediffusion.rl.trainer import updates_per_epoch
+
+    cfg = load_config("configs/tiny.yaml", [
+        "train.epochs=1", "logging.tensorboard=false", "logging.progress=false", "train.sample_batch_size=4",
+        "train.train_batch_size=4", "train.shuffle_samples=false", "train.timestep_selection=first",
+        "train.adv_std=unbiased", "train.adv_eps=1e-8", "sampling.shared_noise_per_group=true"])
+    trainer = GRPOTrainer(cfg, tmp_path / "r")
+    steps = []
+    step = trainer.optimizer.optimizer.step
+    trainer.optimizer.optimizer.step = lambda *a, **k: (steps.append(1), step(*a, **k))[1]
+    trainer.train()
+    (m,) = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert len(steps) == m["global_step"] == updates_per_epoch(cfg) == 2  # 8 samples / 4
+    assert (m["first_log_ratio_max_abs"], m["first_clipfrac"]) == (0.0, 0.0)
 
 
 @pytest.mark.parametrize("window, touches_late_steps", [(0.5, False), (1.0, True)])

@@ -24,9 +24,11 @@ K = ``int(W * train.timestep_fraction)``):
 
 On-policy check: the first micro-step of an epoch runs before its first optimizer step, so ``rho`` must be 1;
 ``first_log_ratio_max_abs``, ``first_ratio_max_abs_dev`` (``max |rho - 1|``) and ``first_clipfrac`` in
-``metrics.jsonl`` measure it. It is exactly 1 when the update runs the UNet on the same batch shape as the
-rollout (``train.train_batch_size == train.sample_batch_size``): under bf16, GEMMs of other shapes round
-differently, and with CFG 5 the difference can use up a sizeable part of a 1e-4 clip range.
+``metrics.jsonl`` measure it. It is exactly 1 when every minibatch is one of the rollout's chunks
+(``train.train_batch_size == train.sample_batch_size`` and minibatches not reshuffled across chunks:
+``train.shuffle_samples: false``, or one whole group per minibatch), so that the UNet sees the same rows at the same
+batch positions and shape as in the rollout. Otherwise GEMMs round differently: ~1e-7 in float32 on a CPU (tiny
+config), and under bf16 with CFG 5 a sizeable part of a 1e-4 clip range.
 
 Distributed backends (:func:`check_distributed_backend`): DDP and FSDP2 (``fully_shard``; the optimizer's
 parameters are the sharded ones, and ``final/`` is written from the gathered full state dict). DeepSpeed and
@@ -97,6 +99,47 @@ _RESUME_IGNORED_KEYS = ("train.epochs", "train.checkpoint_every", "train.keep_ch
 
 def _seed_for(*parts: int) -> int:
     return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
+
+
+def window_steps(cfg: Config) -> tuple[int, int]:
+    """``(W, K)``: the first ``W = round(T * timestep_window)`` steps are eligible for training, and
+    ``K = int(W * timestep_fraction)`` of them are trained per sample and epoch (``T = sampling.num_steps``)."""
+    W = max(1, round(cfg.sampling.num_steps * cfg.train.timestep_window))
+    return W, max(1, int(W * cfg.train.timestep_fraction))
+
+
+def updates_per_epoch(cfg: Config) -> int:
+    """AdamW steps per epoch and process: ``inner_epochs * ceil(ceil(B / M) / gradient_accumulation_steps)``
+    with ``B = prompts_per_epoch * group_size`` samples and minibatches of ``M = train_batch_size``; each step
+    accumulates ``K`` micro-steps (one per trained timestep) of each of its minibatches."""
+    tc = cfg.train
+    minibatches = math.ceil(tc.prompts_per_epoch * tc.group_size / tc.train_batch_size)
+    return tc.inner_epochs * math.ceil(minibatches / tc.gradient_accumulation_steps)
+
+
+def sample_order(cfg: Config, B: int, gen: torch.Generator) -> torch.Tensor:
+    """The order ``[B]`` in which the samples are cut into minibatches of ``train_batch_size``.
+
+    ``train.shuffle_samples: false``: rollout order (the paper's code: consecutive samples, i.e. parts of one
+    group, per minibatch). Otherwise a permutation; when ``train_batch_size`` is a multiple of ``group_size``
+    whole groups are shuffled, so every optimizer step sees complete groups, whose advantages sum to zero (as
+    Flow-GRPO batches them).
+    """
+    G, mb = cfg.train.group_size, cfg.train.train_batch_size
+    if not cfg.train.shuffle_samples:
+        return torch.arange(B)
+    if mb % G or B % G:
+        return torch.randperm(B, generator=gen)
+    groups = torch.randperm(B // G, generator=gen)
+    return (groups[:, None] * G + torch.arange(G)).reshape(-1)
+
+
+def timestep_order(cfg: Config, B: int, W: int, K: int, gen: torch.Generator) -> torch.Tensor:
+    """``[B, K]`` step indices, each row (sample) in its own random order: a random ``K`` of the first ``W`` steps
+    (``train.timestep_selection: random``) or the first ``K`` steps (``first``; the paper's code trains steps
+    ``0..48`` of 50, never the last). Micro-step ``j`` of a minibatch trains step ``steps[i, j]`` of sample ``i``."""
+    pool = K if cfg.train.timestep_selection == "first" else W
+    return torch.stack([torch.randperm(pool, generator=gen)[:K] for _ in range(B)])
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:
@@ -247,12 +290,12 @@ class GRPOTrainer:
     @property
     def num_window_timesteps(self) -> int:
         """W: the first W denoising steps of a rollout are the ones trained on."""
-        return max(1, round(self.cfg.sampling.num_steps * self.cfg.train.timestep_window))
+        return window_steps(self.cfg)[0]
 
     @property
     def num_train_timesteps(self) -> int:
         """K: transitions trained per sample and epoch, drawn from the first W steps."""
-        return max(1, int(self.num_window_timesteps * self.cfg.train.timestep_fraction))
+        return window_steps(self.cfg)[1]
 
     def _unwrapped(self) -> torch.nn.Module:
         return self.accelerator.unwrap_model(self.unet)
@@ -316,10 +359,7 @@ class GRPOTrainer:
                 lock.release()
 
     def _updates_per_epoch(self) -> int:
-        tc = self.cfg.train
-        B = tc.prompts_per_epoch * tc.group_size
-        micro = math.ceil(B / tc.train_batch_size) * self.num_train_timesteps
-        return tc.inner_epochs * math.ceil(micro / (self.num_train_timesteps * tc.gradient_accumulation_steps))
+        return updates_per_epoch(self.cfg)
 
     def _params_finite(self) -> bool:
         norm = torch.nn.utils.get_total_norm([_local(p.detach()) for p in self.params], norm_type=math.inf)
@@ -387,23 +427,7 @@ class GRPOTrainer:
         return ref_mean
 
     def _sample_order(self, B: int, gen: torch.Generator) -> torch.Tensor:
-        """A permutation of the ``B`` samples for minibatching. When ``train_batch_size`` is a multiple of
-        ``group_size`` whole groups are shuffled, so every optimizer step sees complete groups, whose
-        advantages sum to zero (as Flow-GRPO batches them). With ``train.shuffle_samples: false`` the samples stay
-        in rollout order (the paper's code: consecutive samples, i.e. parts of one group, per minibatch)."""
-        G, mb = self.cfg.train.group_size, self.cfg.train.train_batch_size
-        if not self.cfg.train.shuffle_samples:
-            return torch.arange(B)
-        if mb % G or B % G:
-            return torch.randperm(B, generator=gen)
-        groups = torch.randperm(B // G, generator=gen)
-        return (groups[:, None] * G + torch.arange(G)).reshape(-1)
-
-    def _timestep_order(self, B: int, W: int, K: int, gen: torch.Generator) -> torch.Tensor:
-        """``[B, K]`` step indices per sample, each row in its own random order: a random ``K`` of the first ``W``
-        steps (``timestep_selection: random``) or the first ``K`` (``first``)."""
-        pool = K if self.cfg.train.timestep_selection == "first" else W
-        return torch.stack([torch.randperm(pool, generator=gen)[:K] for _ in range(B)])
+        return sample_order(self.cfg, B, gen)
 
     def _update(self, epoch: int, batch: dict[str, Any], advantages: torch.Tensor) -> dict[str, float]:
         """The PPO-clip update of one epoch (module docstring, step 4); returns per-micro-step means of the loss
@@ -422,7 +446,7 @@ class GRPOTrainer:
         self.unet.train()
         for _inner in range(tc.inner_epochs):
             order = self._sample_order(B, gen)
-            steps = self._timestep_order(B, W, K, gen)  # [B, K]
+            steps = timestep_order(self.cfg, B, W, K, gen)  # [B, K]
             minibatches = [order[i:i + tc.train_batch_size] for i in range(0, B, tc.train_batch_size)]
             micro = [(mb, j) for mb in minibatches for j in range(K)]
             per_update = K * tc.gradient_accumulation_steps
