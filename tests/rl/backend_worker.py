@@ -1,8 +1,8 @@
 """Worker for test_backends.py: one tiny GRPO run under DDP or FSDP2 on 2 CPU processes (gloo), stopped after
 epoch 1 and resumed to epoch 2 in the same folder, with the optimizer steps and gradient norms recorded.
 
-    accelerate launch --multi_gpu ... backend_worker.py ddp OUT
-    accelerate launch --config_file configs/accelerate/fsdp.yaml ... backend_worker.py fsdp OUT
+    accelerate launch --multi_gpu ... backend_worker.py ddp OUT [key=value ...]
+    accelerate launch --config_file configs/accelerate/fsdp.yaml ... backend_worker.py fsdp OUT [key=value ...]
 
 accelerate 1.15 never selects FSDP on a machine without accelerators (``AcceleratorState`` turns
 ``ACCELERATE_USE_FSDP`` into FSDP only for GPU-like devices), so for ``fsdp`` the worker builds the CPU accelerator
@@ -23,7 +23,7 @@ from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 from safediffusion.config import load_config
 from safediffusion.rl.trainer import GRPOTrainer
 
-MAX_GRAD_NORM = 0.05  # below the tiny run's gradient norms (~0.9), so every step is clipped
+MAX_GRAD_NORM = 0.05  # below the tiny run's gradient norms (~0.9 full, ~0.1 LoRA), so every step is clipped
 OVERRIDES = ["logging.progress=false", "logging.tensorboard=false", "logging.image_grid_every=100",
              f"train.max_grad_norm={MAX_GRAD_NORM}",
              "train.sample_batch_size=4"]  # = train_batch_size: the rollout's UNet batch shape is the update's
@@ -48,9 +48,9 @@ def _total_norm(tensors: list[torch.Tensor]) -> float:
     return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
 
 
-def _run(mode: str, out: Path, epochs: int, record: dict) -> GRPOTrainer:
+def _run(mode: str, out: Path, epochs: int, record: dict, extra: list[str]) -> GRPOTrainer:
     cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml",
-                      [f"train.epochs={epochs}", *OVERRIDES])
+                      [f"train.epochs={epochs}", *OVERRIDES, *extra])
     acc = _accelerator(mode)
     trainer = GRPOTrainer(cfg, out / "run", accelerator=acc)
     if mode == "fsdp":
@@ -97,10 +97,10 @@ def _run(mode: str, out: Path, epochs: int, record: dict) -> GRPOTrainer:
 
 
 def main() -> None:
-    mode, out = sys.argv[1], Path(sys.argv[2])
+    mode, out, extra = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
     record: dict = {"mode": mode}
-    _run(mode, out, 1, record)  # writes checkpoint-000001 and final/
-    trainer = _run(mode, out, 2, record)  # a new trainer resumes from checkpoint-000001
+    _run(mode, out, 1, record, extra)  # writes checkpoint-000001 and final/
+    trainer = _run(mode, out, 2, record, extra)  # a new trainer resumes from checkpoint-000001
     acc = trainer.accelerator
     record["distributed_type"] = str(acc.distributed_type)
     (out / f"rank{acc.process_index}.json").write_text(json.dumps(record))
