@@ -143,3 +143,15 @@ def test_inherit_merges_sections_recursively(tmp_path):
     (tmp_path / "orphan.yaml").write_text("inherit: nowhere.yaml\n")
     with pytest.raises(UserError, match="inherited by"):
         load_config(tmp_path / "orphan.yaml")
+
+
+def test_recipe_options_are_checked():
+    """train.timestep_selection / adv_std take only their named choices; adv_eps must be > 0."""
+    cfg = load_config(None, ["train.timestep_selection=first", "train.adv_std=unbiased", "train.shuffle_samples=false"])
+    assert (cfg.train.timestep_selection, cfg.train.adv_std, cfg.train.shuffle_samples) == ("first", "unbiased", False)
+    defaults = Config().train
+    assert (defaults.timestep_selection, defaults.adv_std, defaults.shuffle_samples) == ("random", "population", True)
+    for bad, key in (("train.timestep_selection=last", "train.timestep_selection"),
+                     ("train.adv_std=sample", "train.adv_std"), ("train.adv_eps=0", "train.adv_eps")):
+        with pytest.raises(UserError, match=key):
+            load_config(None, [bad])
