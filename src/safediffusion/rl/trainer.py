@@ -28,7 +28,8 @@ On-policy check: the first micro-step of an epoch runs before its first optimize
 (``train.train_batch_size == train.sample_batch_size`` and minibatches not reshuffled across chunks:
 ``train.shuffle_samples: false``, or one whole group per minibatch), so that the UNet sees the same rows at the same
 batch positions and shape as in the rollout. Otherwise GEMMs round differently: ~1e-7 in float32 on a CPU (tiny
-config), and under bf16 with CFG 5 a sizeable part of a 1e-4 clip range.
+config); under bf16 with CFG 5 it can be a sizeable part of a 1e-4 clip range (issue #15's estimate, not measured
+on a GPU here).
 
 Distributed backends (:func:`check_distributed_backend`): DDP and FSDP2 (``fully_shard``; the optimizer's
 parameters are the sharded ones, and ``final/`` is written from the gathered full state dict). DeepSpeed and
@@ -51,6 +52,7 @@ import contextlib
 import copy
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -172,8 +174,6 @@ def check_distributed_backend(accelerator: Accelerator | None = None) -> None:
     - **FSDP version 1** is refused (FSDP2, ``fsdp_version: 2``, is supported and tested).
     - **Megatron-LM** is refused.
     """
-    import os
-
     if accelerator is None:
         env = os.environ
         if env.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
