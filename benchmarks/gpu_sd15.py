@@ -18,11 +18,12 @@ Builds Stable Diffusion v1.5's UNet, VAE and CLIP ViT-L/14 text encoder from the
    update: ``ceil(B / train_batch) * K`` CFG-batched forward+backward, one AdamW step per minibatch) — so the
    ratio is the price of reward, VAE decode, log-prob math and bookkeeping.
 4. **Peak device memory** of each epoch (``torch.cuda.max_memory_allocated``; "-" on a CPU).
-5. **First ratio**: ``max_i |rho_i - 1|`` over the samples of the update's first micro-step, where
-   ``rho = exp(log pi_theta(x_{t-1}|x_t) - log pi_old)`` before any optimizer step: the recomputed transition
-   log-probability (train mode, batch ``train_batch_size``, with grad) against the rollout's (eval mode, batch
-   ``sample_batch_size``, no grad). Mathematically 1; the deviation is kernel and precision noise, and with
-   the paper's ``clip_range = 1e-4`` a deviation above 1e-4 means clipping acts before any learning.
+5. **First ratio**: the trainer's on-policy check ``first_ratio_max_abs_dev``, ``max_i |rho_i - 1|`` over the
+   samples of the update's first micro-step, ``rho = exp(log pi_theta(x_{t-1}|x_t) - log pi_old)`` before any
+   optimizer step: the recomputed transition log-probability (train mode, batch ``train_batch_size``, with
+   grad) against the rollout's (eval mode, batch ``sample_batch_size``, no grad); the largest over the epochs
+   run. Mathematically 1; the deviation is kernel and precision noise, and with the paper's
+   ``clip_range = 1e-4`` a deviation above 1e-4 means clipping acts before any learning.
 
     # GPU, SD 1.5 size (docs/performance.md has the command with its flags and how to carry the wheels)
     python benchmarks/gpu_sd15.py --timestep-fraction 0.1
@@ -234,37 +235,6 @@ def bare_unet_compute(trainer: Any) -> float:
     return timed(run, device)
 
 
-class FirstRatio:
-    """Records ``max |exp(log_prob - old_log_prob) - 1|`` of the first PPO loss call after :meth:`reset`.
-
-    It wraps the trainer module's ``ppo_clip_loss``, so it sees exactly the first micro-step's recomputed and
-    stored log-probabilities, before any optimizer step.
-    """
-
-    def __init__(self) -> None:
-        import safediffusion.rl.trainer as trainer_module
-
-        self.module = trainer_module
-        self.original = trainer_module.ppo_clip_loss
-        self.value: float | None = None
-
-    def reset(self) -> None:
-        self.value = None
-
-    def __enter__(self) -> FirstRatio:
-        def recording(log_prob: torch.Tensor, old_log_prob: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-            if self.value is None:
-                ratio = torch.exp(log_prob.detach().float() - old_log_prob.detach().float())
-                self.value = float((ratio - 1).abs().max())
-            return self.original(log_prob, old_log_prob, *args, **kwargs)
-
-        self.module.ppo_clip_loss = recording
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.module.ppo_clip_loss = self.original
-
-
 def grpo_config(args: argparse.Namespace, use_lora: bool) -> Any:
     """``sd15-paper`` with the random models, built-in prompts and the requested sizes."""
     from safediffusion.config import load_config, resolve_config_path
@@ -289,10 +259,9 @@ def bench_grpo(args: argparse.Namespace, accelerator: Any, use_lora: bool) -> di
     device = accelerator.device
     cfg = grpo_config(args, use_lora)
     rollout_s, update_s, peaks, first, grad_norms, finite = [], [], [], [], [], True
-    with tempfile.TemporaryDirectory() as tmp, FirstRatio() as recorder:
+    with tempfile.TemporaryDirectory() as tmp:
         trainer = GRPOTrainer(cfg, tmp, accelerator=accelerator)
         for epoch in range(args.epochs):
-            recorder.reset()
             mem: dict[str, float] = {}
             with peak_memory(device, mem, "peak"):
                 synchronize(device)
@@ -306,7 +275,7 @@ def bench_grpo(args: argparse.Namespace, accelerator: Any, use_lora: bool) -> di
             rollout_s.append(t1 - t0)
             update_s.append(t2 - t1)
             peaks.append(mem["peak"])
-            first.append(recorder.value)
+            first.append(stats["first_ratio_max_abs_dev"])  # the trainer's on-policy check
             grad_norms.append(stats["grad_norm"])
             finite &= bool(torch.isfinite(batch["rewards"]).all() and torch.isfinite(batch["rollout"].log_probs).all()
                            and math.isfinite(stats["loss"]))
@@ -322,7 +291,7 @@ def bench_grpo(args: argparse.Namespace, accelerator: Any, use_lora: bool) -> di
     K_paper = max(1, int(args.steps * PAPER_TIMESTEP_FRACTION))
     return {"rollout_s": r, "update_s": u, "epoch_s": r + u, "epoch_paper_s": r + u * K_paper / K, "K": K,
             "K_paper": K_paper, "bare_s": bare, "ratio": (r + u) / bare, "peak_gib": max(peaks),
-            "first_ratio": max(first) if None not in first else math.nan, "grad_norm": grad_norms[-1],
+            "first_ratio": max(first), "grad_norm": grad_norms[-1],
             "trained_params": params, "finite": float(finite)}
 
 
