@@ -305,8 +305,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps T (50; --small: 4)")
     parser.add_argument("--prompts", type=int, default=None, help="prompts per epoch and device P (4; --small: 1)")
     parser.add_argument("--group", type=int, default=None, help="rollouts per prompt G (16; --small: 2)")
-    parser.add_argument("--sample-batch-size", type=int, default=None, help="rollout chunk (8, at most P*G)")
-    parser.add_argument("--train-batch-size", type=int, default=None, help="update minibatch (2, at most P*G)")
+    parser.add_argument("--sample-batch-size", type=int, default=None, help="rollout chunk (4 as sd15-paper.yaml, at most P*G)")
+    parser.add_argument("--train-batch-size", type=int, default=None, help="update minibatch (4 as sd15-paper.yaml: equal UNet batch shapes, at most P*G)")
     parser.add_argument("--timestep-fraction", type=float, default=PAPER_TIMESTEP_FRACTION,
                         help="K = int(T * this) trained steps per sample (paper 0.98; the update time is linear in K)")
     parser.add_argument("--guidance", type=float, default=5.0)
@@ -326,8 +326,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if getattr(args, key) is None:
             setattr(args, key, value)
     B = args.prompts * args.group
-    args.sample_batch_size = min(args.sample_batch_size or 8, B)
-    args.train_batch_size = min(args.train_batch_size or 2, B)
+    args.sample_batch_size = min(args.sample_batch_size or 4, B)
+    args.train_batch_size = min(args.train_batch_size or 4, B)
     if args.mixed_precision is None:
         args.mixed_precision = "bf16" if torch.cuda.is_available() else "no"
     return args

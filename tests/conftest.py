@@ -83,7 +83,7 @@ def fake_open_clip_tokenizer(texts):
 
 @pytest.fixture
 def fake_open_clip(monkeypatch):
-    """A stand-in ``open_clip`` module (the real one is an optional extra, not installed in the dev venv).
+    """A stand-in ``open_clip`` module, for tests of the wiring (the real one is tested in test_open_clip_real.py).
 
     ``create_model_and_transforms`` records ``(arch, pretrained)`` in ``.calls`` and returns a
     :class:`FakeOpenClipModel` seeded with 0; ``.Model`` / ``.tokenize`` expose the classes for tests.
