@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from safediffusion.config import load_config, resolve_config_path
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_sd15.py"
 HAS_OPEN_CLIP = importlib.util.find_spec("open_clip") is not None
@@ -65,7 +67,9 @@ def test_defaults_are_the_paper_recipe():
     bench = _load_script()
     args = bench.parse_args([])
     assert (args.resolution, args.steps, args.prompts, args.group, args.guidance) == (512, 50, 4, 16, 5.0)
-    assert (args.sample_batch_size, args.train_batch_size, args.timestep_fraction) == (8, 2, 0.98)
+    paper = load_config(resolve_config_path("sd15-paper")).train
+    assert (args.sample_batch_size, args.train_batch_size) == (paper.sample_batch_size, paper.train_batch_size) == (4, 4)
+    assert args.timestep_fraction == 0.98
     small = bench.parse_args(["--small", "--group", "3"])
     assert (small.resolution, small.steps, small.prompts, small.group, small.sample_batch_size) == (64, 4, 1, 3, 3)
 
