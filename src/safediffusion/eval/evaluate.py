@@ -227,11 +227,8 @@ def run_criteria(opts: EvaluationOptions, detectors: Sequence[Detector]) -> list
 def detector_rates(detectors: Sequence[Detector], entries: Sequence[ImageEntry],
                    results: dict, categories: Sequence[Sequence[str]], order: Sequence[str],
                    n_boot: int, seed: int,
-                   criteria: Sequence[Criterion] | None = None) -> tuple[dict[str, Any], dict[str, list[bool]]]:
-    """Per criterion the category rates and per-image flags (criteria default: Q16, Q16 ∨ NudeNet-5 (I2P),
-    NudeNet-9 > 0.6, then any other detector by name)."""
-    if criteria is None:
-        criteria = run_criteria(EvaluationOptions(model="", suite="text", out=""), detectors)
+                   criteria: Sequence[Criterion]) -> tuple[dict[str, Any], dict[str, list[bool]]]:
+    """Per criterion (:func:`run_criteria`) the category rates and the per-image flags."""
     by_name = {d.name: d for d in detectors}
     crit: dict[str, list[bool]] = {}
     for c in criteria:
@@ -342,7 +339,7 @@ def run_evaluation(opts: EvaluationOptions) -> dict[str, Any]:
             metrics["asr"] = {c: attack_success_rate(f, ids, opts.bootstrap, settings.seed).to_json()
                               for c, f in crit_flags.items()}
     if want_clip_score:
-        metrics["clip_score"] = _clip_score(models, opts.clip_model, entries, image_root, opts)
+        metrics["clip_score"] = _clip_score(models, opts.clip_model, entries, image_root, opts, settings.seed)
     generated = [image_root / e.path for e in entries]
     if opts.fid_reference is not None and opts.fid_features in ("clip", "both"):
         extractor = opts.fid_extractor or ClipFeatures(models.image_encoder(opts.clip_model), opts.clip_model)
@@ -385,11 +382,11 @@ def run_evaluation(opts: EvaluationOptions) -> dict[str, Any]:
 
 
 def _clip_score(models: ModelCache, name: str, entries: Sequence[ImageEntry], root: Path,
-                opts: EvaluationOptions) -> dict[str, Any]:
+                opts: EvaluationOptions, seed: int) -> dict[str, Any]:
     img = models.image_encoder(name).encode_files([root / e.path for e in entries])
     txt = ClipTextEncoder(name, device=models.device, dtype=models.dtype).encode([e.record.prompt for e in entries])
     scores = clip_scores(img, txt).numpy()
-    lo, hi = bootstrap_ci(scores, n_boot=opts.bootstrap, seed=opts.seed if opts.seed is not None else 42)
+    lo, hi = bootstrap_ci(scores, n_boot=opts.bootstrap, seed=seed)
     finite = [None if math.isnan(v) else v for v in (lo, hi)]
     return {"mean": float(scores.mean()), "low": finite[0], "high": finite[1], "n": int(scores.size), "model": name}
 
